@@ -1,0 +1,33 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Each builds its
+# own virtual environment (.venv), which sees the system's packages so a GPU
+# machine's preinstalled CuPy is used; on a GPU machine without CuPy the demo
+# installs lqq[cuda12].
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test venv clean
+
+$(VENV)/.made:
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	touch $@
+
+$(VENV)/.lqq: $(VENV)/.made setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e '.[test]'
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && \
+	    ! $(PY) -c 'import cupy' 2>/dev/null; then \
+	    echo "GPU found, CuPy missing: installing lqq[cuda12]"; \
+	    $(PY) -m pip install -q -e '.[cuda12]'; fi
+	touch $@
+
+venv: $(VENV)/.lqq
+
+demo: $(VENV)/.lqq
+	$(PY) examples/demo.py
+
+test: $(VENV)/.lqq
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,175 @@
+"""The NumPy reference GEMM and activation quantization: exact integers, the
+SPEC epilogue, batch flattening, and every bad input refused."""
+import numpy as np
+import pytest
+
+import lqq
+from lqq import reference
+
+M_SWEEP = [1, 2, 3, 17, 100, 257]
+
+
+def independent_acc(x8, w):
+    """int64 accumulation written without the reference's float64 trick."""
+    return np.einsum("mk,nk->mn", x8.astype(np.int64), w.int8().astype(np.int64))
+
+
+def independent_act(X):
+    X = X.astype(np.float32)
+    xs = np.empty(X.shape[0], np.float32)
+    x8 = np.empty(X.shape, np.int8)
+    for m in range(X.shape[0]):
+        amax = np.float32(np.abs(X[m]).max())
+        xs[m] = np.float32(1) if amax == 0 else amax / np.float32(127)
+        x8[m] = np.clip(np.rint(X[m] / xs[m]), -127, 127)
+    return x8, xs
+
+
+@pytest.mark.parametrize("M", M_SWEEP)
+@pytest.mark.parametrize("method", ["round", "search"])
+def test_accumulators_exact(M, method):
+    rng = np.random.default_rng()
+    N, K = 96, 320
+    w = lqq.quantize_weight(rng.standard_normal((N, K)), 32, method)
+    X = rng.standard_normal((M, K)).astype(np.float16)
+    x8, xs = lqq.quantize_activation(X)
+    acc = lqq.gemm((x8, xs), w, out_dtype=np.int32)
+    assert acc.dtype == np.int32
+    assert np.array_equal(acc, independent_acc(x8, w))
+    assert np.array_equal(lqq.gemm(X, w, out_dtype="int32"), acc)
+
+
+def test_extreme_accumulators_fit_int32():
+    """The largest |acc| the format allows (+-127 x -128 over K = 65536)."""
+    K = 65536
+    x8 = np.full((2, K), -127, np.int8)
+    x8[1] = 127
+    w8 = np.full((1, K), -128, np.int8)
+    acc = reference.accumulate(x8, w8)
+    assert acc[0, 0] == 127 * 128 * K and acc[1, 0] == -127 * 128 * K
+
+
+@pytest.mark.parametrize("out_dtype", [np.float16, np.float32])
+def test_epilogue_matches_spec(out_dtype):
+    rng = np.random.default_rng()
+    w = lqq.quantize_weight(rng.standard_normal((64, 256)), 64)
+    X = rng.standard_normal((17, 256)).astype(np.float32) * 3
+    bias = rng.standard_normal(64).astype(np.float16)
+    y = lqq.gemm(X, w, bias=bias, out_dtype=out_dtype)
+    x8, xs = independent_act(X)
+    acc = independent_acc(x8, w)
+    want = np.empty((17, 64), np.float32)
+    for m in range(17):
+        for n in range(64):
+            s = np.float32(xs[m] * w.s1[n])
+            want[m, n] = np.float32(s * np.float32(acc[m, n])) + np.float32(bias[n])
+    assert y.dtype == out_dtype
+    assert np.array_equal(y, want.astype(out_dtype))
+
+
+def test_quantize_activation_matches_spec():
+    rng = np.random.default_rng()
+    X = rng.standard_normal((9, 128)).astype(np.float16)
+    X[4] = 0
+    x8, xs = lqq.quantize_activation(X)
+    r8, rs = independent_act(X)
+    assert np.array_equal(x8, r8) and np.array_equal(xs, rs)
+    assert xs[4] == 1 and not x8[4].any()
+    assert np.abs(x8).max() == 127
+
+
+def test_batch_dims_flatten_and_pair_path():
+    rng = np.random.default_rng()
+    w = lqq.quantize_weight(rng.standard_normal((40, 64)), 32)
+    X = rng.standard_normal((2, 3, 64)).astype(np.float32)
+    y = lqq.gemm(X, w)
+    assert y.shape == (2, 3, 40) and y.dtype == np.float16
+    xq, xs = lqq.quantize_activation(X)
+    assert xq.shape == (2, 3, 64) and xs.shape == (2, 3)
+    assert np.array_equal(lqq.gemm((xq, xs), w), y)
+    assert np.array_equal(lqq.gemm(X.reshape(6, 64), w), y.reshape(6, 40))
+
+
+def test_out_argument_is_written():
+    rng = np.random.default_rng()
+    w = lqq.quantize_weight(rng.standard_normal((32, 64)), 64)
+    X = rng.standard_normal((5, 64)).astype(np.float32)
+    out = np.full((5, 32), np.nan, np.float32)
+    y = lqq.gemm(X, w, out=out)
+    assert y is out and np.array_equal(out, lqq.gemm(X, w, out_dtype=np.float32))
+
+
+def test_output_close_to_float_math():
+    rng = np.random.default_rng()
+    W = rng.standard_normal((256, 1024)).astype(np.float32)
+    X = rng.standard_normal((33, 1024)).astype(np.float32)
+    y = lqq.gemm(X, lqq.quantize_weight(W)).astype(np.float32)
+    ref = X @ W.T
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 0.1
+
+
+# ------------------------------------------------------------ bad inputs
+
+@pytest.fixture(scope="module")
+def w64():
+    return lqq.quantize_weight(np.random.default_rng().standard_normal((32, 64)), 32)
+
+
+@pytest.mark.parametrize("W,kw,exc,match", [
+    (np.full((4, 64), np.nan), {}, ValueError, "NaN or Inf"),
+    (np.r_[np.zeros((3, 64)), np.full((1, 64), np.inf)], {}, ValueError, "NaN or Inf"),
+    (np.zeros(64), {}, ValueError, "2-D"),
+    (np.zeros((4, 64), np.int32), {}, TypeError, "float"),
+    (np.zeros((4, 96)), {"group_size": 64}, ValueError, "not divisible"),
+    (np.zeros((4, 64)), {"group_size": 48}, ValueError, "not supported"),
+    (np.zeros((4, 64)), {"group_size": 64.0}, TypeError, "int"),
+    (np.zeros((4, 40)), {"group_size": 40}, ValueError, "multiple of 32"),
+    (np.zeros((4, 64)), {"method": "best"}, ValueError, "method"),
+    (np.zeros((0, 64)), {}, ValueError, "non-empty"),
+])
+def test_quantize_weight_rejects(W, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        lqq.quantize_weight(W, **kw)
+
+
+def test_per_channel_group_is_k():
+    w = lqq.quantize_weight(np.random.default_rng().standard_normal((8, 96)), 96)
+    assert w.s2.shape == (8, 1)
+
+
+@pytest.mark.parametrize("make_args,exc,match", [
+    (lambda w: (np.zeros((3, 65), np.float32), w), ValueError, "K=64"),
+    (lambda w: (np.full((3, 64), np.inf, np.float32), w), ValueError, "NaN or Inf"),
+    (lambda w: (np.zeros((3, 64), np.int32), w), TypeError, "float16"),
+    (lambda w: ((np.zeros((3, 64), np.int16), np.ones(3, np.float32)), w), TypeError, "int8"),
+    (lambda w: ((np.zeros((3, 64), np.int8), np.ones(3, np.float64)), w), TypeError, "float32"),
+    (lambda w: ((np.zeros((3, 64), np.int8), np.ones(4, np.float32)), w), ValueError, "one scale"),
+    (lambda w: ((np.zeros((3, 64), np.int8), np.full(3, np.nan, np.float32)), w), ValueError, "NaN"),
+    (lambda w: ((np.zeros((3, 64), np.int8),), w), TypeError, "pair"),
+    (lambda w: (np.zeros((3, 64), np.float32), "weights"), TypeError, "LQQWeight"),
+])
+def test_gemm_rejects(w64, make_args, exc, match):
+    x, w = make_args(w64)
+    with pytest.raises(exc, match=match):
+        lqq.gemm(x, w)
+
+
+def test_gemm_rejects_bad_bias_out_dtype(w64):
+    x = np.zeros((3, 64), np.float32)
+    with pytest.raises(ValueError, match="bias"):
+        lqq.gemm(x, w64, bias=np.zeros(31, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        lqq.gemm(x, w64, bias=np.full(32, np.nan, np.float32))
+    with pytest.raises(TypeError, match="out_dtype"):
+        lqq.gemm(x, w64, out_dtype=np.float64)
+    out = np.full((3, 31), 7, np.float16)
+    with pytest.raises(ValueError, match="out is"):
+        lqq.gemm(x, w64, out=out)
+    assert np.all(out == 7), "nothing written on failure"
+
+
+def test_activation_rejects():
+    with pytest.raises(TypeError, match="float"):
+        lqq.quantize_activation(np.zeros((2, 8), np.int8))
+    with pytest.raises(ValueError, match="NaN"):
+        lqq.quantize_activation(np.array([[1.0, np.nan]], np.float32))
