@@ -1,0 +1,125 @@
+"""Every environment variable lqq reads, declared once.
+
+Values are read from ``os.environ`` on each call (never cached), so tests can
+monkeypatch them and a long-lived process sees changes. A malformed value
+raises ``ValueError`` naming the variable.
+
+    from lqq import knobs
+    knobs.cache_dir()      # Path
+    knobs.describe()       # [(name, value, doc), ...] for ``lqq info``
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_ARCH_RE = re.compile(r"sm_\d{2,3}[af]?")
+
+
+def _default_cache_dir() -> Path:
+    home = Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / "lqq"
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(base) / "lqq" / "Cache"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # The XDG spec says relative paths are invalid and must be ignored.
+    base = Path(xdg) if os.path.isabs(xdg) else home / ".cache"
+    return base / "lqq"
+
+
+def _parse_path(name: str, raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+def _parse_str(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _parse_arch(name: str, raw: str) -> str:
+    arch = raw.strip()
+    if not _ARCH_RE.fullmatch(arch):
+        raise ValueError(f"{name}={raw!r} is not a GPU architecture; expected e.g. sm_90a or sm_80")
+    return arch
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    parse: Callable[[str, str], object]
+    default: Callable[[], object]     # called when the variable is unset or empty
+    doc: str
+
+    def get(self):
+        raw = os.environ.get(self.name, "")
+        if raw.strip() == "":
+            return self.default()
+        return self.parse(self.name, raw)
+
+
+_KNOBS = {k.name: k for k in [
+    Knob("LQQ_CACHE_DIR", _parse_path, _default_cache_dir,
+         "directory of the compiled-kernel cache"),
+    Knob("LQQ_DUMP_DIR", _parse_path, lambda: None,
+         "if set, write each compiled kernel's .cu, .ptx and .sass here"),
+    Knob("LQQ_DEBUG", _parse_bool, lambda: False,
+         "log kernel choice and compile times to the 'lqq' logger"),
+    Knob("LQQ_FORCE_CONFIG", _parse_str, lambda: None,
+         "force one kernel configuration instead of the automatic choice"),
+    Knob("LQQ_ARCH", _parse_arch, lambda: None,
+         "target architecture (e.g. sm_90a) instead of the current GPU's"),
+    Knob("LQQ_NVRTC", _parse_path, lambda: None,
+         "path of the libnvrtc shared library to use"),
+]}
+
+
+def cache_dir() -> Path:
+    return _KNOBS["LQQ_CACHE_DIR"].get()
+
+
+def dump_dir() -> Path | None:
+    return _KNOBS["LQQ_DUMP_DIR"].get()
+
+
+def debug() -> bool:
+    return _KNOBS["LQQ_DEBUG"].get()
+
+
+def force_config() -> str | None:
+    return _KNOBS["LQQ_FORCE_CONFIG"].get()
+
+
+def arch() -> str | None:
+    return _KNOBS["LQQ_ARCH"].get()
+
+
+def nvrtc_path() -> Path | None:
+    return _KNOBS["LQQ_NVRTC"].get()
+
+
+def describe() -> list[tuple[str, object, str]]:
+    """(name, current value, doc) for every knob; a bad value shows as the error text."""
+    rows = []
+    for knob in _KNOBS.values():
+        try:
+            value = knob.get()
+        except ValueError as e:
+            value = f"<invalid: {e}>"
+        rows.append((knob.name, value, knob.doc))
+    return rows
