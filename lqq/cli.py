@@ -57,6 +57,53 @@ def cmd_info(args) -> int:
     return 0
 
 
+class Progress:
+    """A one-line progress bar on a terminal's stderr; silent otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, label: str = ""):
+        if not self.enabled:
+            return
+        width = 30
+        fill = width * done // max(total, 1)
+        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {label[:40]:<40}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def cmd_kernels(args) -> int:
+    from . import report
+    if args.show:
+        print(report.show(args.show, args.arch, args.what))
+        return 0
+    rows = report.kernels_report(args.arch, progress=Progress(not args.json))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'kernel':<44} {'regs':>4} {'spill':>5} {'local':>5} {'smem':>6} "
+          f"{'IMAD':>5} {'LOP3':>5} {'MMA':>5} {'warnings'}")
+    for r in rows:
+        s = r["sass"]
+        mma = s.get("IGMMA", 0) + s.get("IMMA", 0) + s.get("HMMA", 0)
+        print(f"{r['name']:<44} {r['registers']:>4} {r['spill_bytes']:>5} {r['local_bytes']:>5} "
+              f"{r['smem_bytes']:>6} {s.get('IMAD', 0):>5} {s.get('LOP3', 0):>5} {mma:>5} "
+              f"{len(r['warnings'])}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+    shapes = [s for s in bench.SHAPES if not args.layers or any(l in s for l in args.layers)]
+    ms = [int(v) for v in args.m.split(",")] if args.m else list(bench.M_DEFAULT)
+    rows = bench.run(shapes, ms, reps=args.reps, groups=args.groups,
+                     progress=Progress(not args.json))
+    print(json.dumps(rows, indent=1) if args.json else bench.table(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lqq", description="W4A8 GEMM for Hopper GPUs (LQQ "
                                 "4-bit weights, INT8 activations)")
@@ -65,6 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="GPU, CuPy/NVRTC/driver versions, cache paths")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("kernels", help="compile every kernel config offline (no GPU needed) and "
+                       "report registers, spills, shared memory, SASS instruction counts")
+    s.add_argument("--arch", default="sm_90a", help="target (default sm_90a; sm_80 for the "
+                   "portable kernels)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--show", metavar="NAME", help="print one kernel's generated code instead")
+    g = s.add_mutually_exclusive_group()
+    for what in ("source", "ptx", "sass"):
+        g.add_argument(f"--{what}", dest="what", action="store_const", const=what,
+                       help=f"with --show: the {what} (default: source)" if what == "source"
+                       else f"with --show: the {what}")
+    s.set_defaults(func=cmd_kernels, what="source")
+
+    s = sub.add_parser("bench", help="time lqq against cuBLAS FP16/INT8/FP8 on Llama-3 layers")
+    s.add_argument("--m", help="comma-separated token counts (default 1,4,16,...,8192)")
+    s.add_argument("--layers", nargs="*", help="substrings of layer names, e.g. '8B o' 70B")
+    s.add_argument("--reps", type=int, default=20, help="calls per CUDA graph (default 20)")
+    s.add_argument("--groups", type=int, default=9, help="timed replays; the median is kept")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_bench)
     return p
 
 

@@ -48,15 +48,25 @@ def _split_x(x, K):
             raise ValueError(f"xs has shape {tuple(xs.shape)}, expected {tuple(xq.shape[:-1])} "
                              f"(one scale per token)")
         xp = _xp.module_of(xq)
-        xs1 = xs.reshape(-1)
-        checks.require_finite(xp, xs1, "xs")
-        return None, xq.reshape(-1, K), xs1, xq.shape[:-1], kind
+        return None, xq.reshape(-1, K), xs.reshape(-1), xq.shape[:-1], kind
     arr, kind = _xp.as_array(x)
     activation.check_float_activation(arr, K)
     return arr.reshape(-1, K), None, None, arr.shape[:-1], kind
 
 
-def gemm(x, w: LQQWeight, bias=None, out=None, out_dtype=None, stream=None):
+def _capturing(stream, kind) -> bool:
+    """True while the stream lqq will run on is being captured into a CUDA
+    graph, when nothing may synchronize."""
+    try:
+        if stream is None and kind == "torch":
+            import torch
+            return bool(torch.cuda.is_current_stream_capturing())
+        return bool((stream or _xp.cupy_or_none().cuda.get_current_stream()).is_capturing())
+    except Exception:
+        return False
+
+
+def gemm(x, w: LQQWeight, bias=None, out=None, out_dtype=None, stream=None, check_finite=True):
     """Y = X @ W'^T with 4-bit LQQ weights and per-token INT8 activations.
 
     x: float activations [..., K] (quantized per token on the fly), or a pair
@@ -66,7 +76,11 @@ def gemm(x, w: LQQWeight, bias=None, out=None, out_dtype=None, stream=None):
     out: optional preallocated output [..., N] (no allocation inside CUDA-graph
        capture); its dtype is the output dtype unless out_dtype says otherwise.
     out_dtype: float16 (default), float32, or int32 for the raw accumulators.
-    stream: CuPy stream for the GPU path (default: the current stream).
+    stream: CuPy stream for the GPU path (default: CuPy's current stream, or
+       torch's current stream for torch tensors).
+    check_finite: refuse NaN/Inf in x and bias. On the GPU this costs a
+       reduction and a synchronization; it is skipped during CUDA-graph capture,
+       and latency-critical callers can pass False.
 
     NumPy inputs run the exact reference; CuPy arrays and CUDA torch tensors
     run the CUDA kernels and come back as the same kind.
@@ -81,6 +95,7 @@ def gemm(x, w: LQQWeight, bias=None, out=None, out_dtype=None, stream=None):
                         f"move the weight with {fix}")
     xp = _xp.module_of(x2 if x2 is not None else xq)
     odt = _out_dtype(out_dtype, out)
+    check_finite = check_finite and not (on_gpu and _capturing(stream, kind))
     if bias is not None:
         bias, _ = _xp.as_array(bias)
         if _xp.is_cupy(bias) != on_gpu:
@@ -89,7 +104,8 @@ def gemm(x, w: LQQWeight, bias=None, out=None, out_dtype=None, stream=None):
             raise ValueError(f"bias has shape {tuple(bias.shape)}, expected ({N},)")
         if not checks.is_float(bias):
             raise TypeError(f"bias must be a float array, got {checks.dtype_name(bias)}")
-        checks.require_finite(xp, bias, "bias")
+        if check_finite:
+            checks.require_finite(xp, bias, "bias")
     out_shape = tuple(lead) + (N,)
     out_given = out
     if out is not None:
@@ -101,12 +117,12 @@ def gemm(x, w: LQQWeight, bias=None, out=None, out_dtype=None, stream=None):
                              f"{np.dtype(odt).name}{out_shape}")
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
-    if x2 is not None:
-        checks.require_finite(xp, x2, "x")
+    if check_finite:
+        checks.require_finite(xp, x2 if x2 is not None else xs, "x" if x2 is not None else "xs")
 
     if on_gpu:
         from . import gpu_gemm
-        y = gpu_gemm.gemm(x2, xq, xs, w, bias, odt, out, stream)
+        y = gpu_gemm.gemm(x2, xq, xs, w, bias, odt, out, stream, torch_input=(kind == "torch"))
     else:
         if x2 is not None:
             xq, xs = activation.quantize_rows(np, x2)

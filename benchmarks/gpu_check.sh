@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The GPU evidence, in one command, on a machine with a CUDA GPU and lqq's
+# dependencies already installed (run from the repo root):
+#   tests (GPU and CPU), compute-sanitizer memcheck + racecheck on small GEMMs,
+#   and the benchmark. Logs go under $OUT (default /tmp/lqq-gpu-check); the
+#   summary table is printed last.
+#   BENCH_M=1,16,64 BENCH_LAYERS="8B" benchmarks/gpu_check.sh   # a shorter benchmark
+set -uo pipefail
+OUT=${OUT:-/tmp/lqq-gpu-check}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export LQQ_CACHE_DIR=${LQQ_CACHE_DIR:-$OUT/cache}
+PY=${PYTHON:-python3}
+status=()
+
+$PY -m lqq info | tee "$OUT/info.txt"
+
+$PY -m pytest -q -p no:cacheprovider -m "not slow" tests 2>&1 | tee "$OUT/tests.txt"
+status+=("tests: $(tail -n 1 "$OUT/tests.txt")")
+
+if command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 $PY benchmarks/sanitize_case.py \
+      > "$OUT/sanitizer-$tool.txt" 2>&1
+    status+=("compute-sanitizer $tool: exit $? ($(grep -c '^ok' "$OUT/sanitizer-$tool.txt") cases ok; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.txt" | tail -n 1))")
+  done
+else
+  status+=("compute-sanitizer: not found")
+fi
+
+$PY -m lqq bench --m "${BENCH_M:-1,16,64,256,1024,4096}" ${BENCH_LAYERS:+--layers $BENCH_LAYERS} \
+  --groups "${BENCH_GROUPS:-7}" --json > "$OUT/bench.json" 2> "$OUT/bench.err"
+status+=("bench: exit $?")
+$PY -c "import json,sys; from lqq import bench; print(bench.table(json.load(open('$OUT/bench.json'))))" \
+  > "$OUT/bench.md" 2>> "$OUT/bench.err"
+
+echo
+echo "== summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1), commit ${LQQ_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)})"
+printf '%s\n' "${status[@]}"
+cat "$OUT/bench.md"

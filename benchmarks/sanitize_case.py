@@ -1,0 +1,21 @@
+"""Small GEMMs for compute-sanitizer (memcheck, racecheck): one per kernel
+family, with and without split-K, ragged M and N. Exits non-zero on a wrong
+result."""
+import os
+
+import cupy as cp
+import numpy as np
+
+import lqq
+from lqq import reference
+
+rng = np.random.default_rng()
+for force, M, N, K in [("bm8_rb1_s1", 3, 100, 256), ("bm8_rb1_s3", 5, 130, 384),
+                       ("bm32_rb2_s2", 33, 200, 512), ("bm128_rb1_s1", 129, 72, 192)]:
+    os.environ["LQQ_FORCE_CONFIG"] = force
+    w = lqq.quantize_weight(rng.standard_normal((N, K)).astype(np.float32), 64, "round")
+    X = rng.standard_normal((M, K)).astype(np.float16)
+    got = cp.asnumpy(lqq.gemm(cp.asarray(X), w.to_gpu()))
+    x8, xs = lqq.quantize_activation(X)
+    assert np.array_equal(got, reference.gemm(x8, xs, w)), force
+    print("ok", force, M, N, K)

@@ -1,0 +1,171 @@
+"""`lqq bench`: lqq's W4A8 GEMM next to cuBLAS FP16, INT8 and FP8 (through
+PyTorch, when it is installed) on the Llama-3 linear layers of
+docs/BASELINES.md, in one run on one GPU.
+
+Method: weights rotated through more than 256 MB so L2 (50 MB on an H100)
+cannot serve them; REPS back-to-back calls captured in a CUDA graph and timed
+with CUDA events around its replay; median over GROUPS replays.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+
+SHAPES = {  # name: (N, K)
+    "L3-8B o": (4096, 4096), "L3-8B qkv": (6144, 4096), "L3-8B gate_up": (28672, 4096),
+    "L3-8B down": (4096, 14336), "L3-70B o": (8192, 8192), "L3-70B gate_up": (57344, 8192),
+    "L3-70B down": (8192, 28672)}
+M_DEFAULT = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+ROTATE_BYTES = 256 << 20
+
+
+def copies(nbytes: int) -> int:
+    return max(2, math.ceil(ROTATE_BYTES / max(nbytes, 1)))
+
+
+def time_calls(calls, reps: int, groups: int) -> float:
+    """Median ms per call of ``calls`` (a list of zero-argument callables,
+    cycled), replayed as a CUDA graph of ``reps`` calls; falls back to plain
+    back-to-back launches if capture is not possible."""
+    import cupy as cp
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        for f in calls[:reps]:          # warm-up: compile, pack, allocate
+            f()
+        stream.synchronize()
+        graph = None
+        try:
+            stream.begin_capture()
+            for i in range(reps):
+                calls[i % len(calls)]()
+            graph = stream.end_capture()
+        except Exception:
+            if stream.is_capturing():
+                stream.end_capture()
+            graph = None
+
+        def run():
+            if graph is not None:
+                graph.launch(stream)
+            else:
+                for i in range(reps):
+                    calls[i % len(calls)]()
+        run()
+        times = []
+        for _ in range(groups):
+            a, b = cp.cuda.Event(), cp.cuda.Event()
+            a.record(stream)
+            run()
+            b.record(stream)
+            b.synchronize()
+            times.append(cp.cuda.get_elapsed_time(a, b) / reps)
+    return statistics.median(times)
+
+
+def _lqq_calls(N, K, M, rng, with_quant: bool):
+    import cupy as cp
+
+    import lqq
+    from lqq import gpu_gemm
+    from lqq.format import _ARRAYS, LQQWeight
+    w = lqq.quantize_weight(cp.asarray(rng.standard_normal((N, K), dtype=np.float32)), 64, "round")
+    ws = [w] + [LQQWeight(*(getattr(w, a).copy() for a in _ARRAYS), shape=w.shape,
+                          group_size=w.group_size) for _ in range(copies(w.nbytes) - 1)]
+    for v in ws:
+        gpu_gemm.packed(v)
+    x = cp.asarray(rng.standard_normal((M, K), dtype=np.float32).astype(np.float16))
+    xq, xs = lqq.quantize_activation(x)
+    out = cp.empty((M, N), cp.float16)
+    arg = x if with_quant else (xq, xs)
+    return [lambda v=v: lqq.gemm(arg, v, out=out, check_finite=False) for v in ws], w.nbytes
+
+
+def _torch_calls(kind, N, K, M):
+    import torch
+    dev = "cuda"
+    if kind == "fp16":
+        W = torch.randn(N, K, device=dev, dtype=torch.float16)
+        X = torch.randn(M, K, device=dev, dtype=torch.float16)
+        ws = [W] + [W.clone() for _ in range(copies(W.numel() * 2) - 1)]
+        return [lambda w=w: X @ w.t() for w in ws]
+    if kind == "int8":
+        if M <= 16:
+            return None                 # cuBLASLt int8 refuses M <= 16
+        W = torch.randint(-127, 128, (N, K), device=dev, dtype=torch.int8)
+        X = torch.randint(-127, 128, (M, K), device=dev, dtype=torch.int8)
+        ws = [W] + [W.clone() for _ in range(copies(W.numel()) - 1)]
+        return [lambda w=w: torch._int_mm(X, w.t()) for w in ws]
+    if kind == "fp8":
+        if not hasattr(torch, "float8_e4m3fn"):
+            return None
+        W = torch.randn(N, K, device=dev).to(torch.float8_e4m3fn)
+        X = torch.randn(M, K, device=dev).to(torch.float8_e4m3fn)
+        one = torch.ones((), device=dev)
+        ws = [W] + [W.clone() for _ in range(copies(W.numel()) - 1)]
+        return [lambda w=w: torch._scaled_mm(X, w.t(), scale_a=one, scale_b=one,
+                                             out_dtype=torch.float16) for w in ws]
+    raise ValueError(kind)
+
+
+def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp8"),
+        progress=None):
+    """List of result dicts, one per (shape, M)."""
+    import cupy as cp
+    rng = np.random.default_rng(0)
+    try:
+        import torch
+        torch.cuda.init()
+    except Exception:
+        peers = ()
+    shapes = shapes or list(SHAPES)
+    rows, total = [], len(shapes) * len(ms)
+    for name in shapes:
+        N, K = SHAPES[name] if isinstance(name, str) else name
+        for M in ms:
+            row = {"layer": name if isinstance(name, str) else f"{N}x{K}", "N": N, "K": K, "M": M}
+            calls, wbytes = _lqq_calls(N, K, M, rng, with_quant=False)
+            row["lqq"] = time_calls(calls, reps, groups)
+            calls, _ = _lqq_calls(N, K, M, rng, with_quant=True)
+            row["lqq_q"] = time_calls(calls, reps, groups)
+            del calls
+            row["weight_bytes"] = wbytes
+            for peer in peers:
+                try:
+                    calls = _torch_calls(peer, N, K, M)
+                    row[peer] = None if calls is None else time_calls(calls, reps, groups)
+                except Exception as e:           # a peer this torch/cuBLAS cannot run
+                    row[peer] = None
+                    row[f"{peer}_error"] = f"{type(e).__name__}: {e}"[:120]
+                calls = None
+            cp.get_default_memory_pool().free_all_blocks()
+            try:
+                import torch
+                torch.cuda.empty_cache()
+            except Exception:
+                pass
+            ops = 2.0 * M * N * K
+            row["lqq_TOPs"] = ops / row["lqq"] * 1e-9
+            row["lqq_TBps"] = wbytes / row["lqq"] * 1e-9
+            for peer in peers:
+                if row.get(peer):
+                    row[f"x_{peer}"] = row[peer] / row["lqq"]
+            rows.append(row)
+            if progress:
+                progress(len(rows), total, f"{row['layer']} M={M}")
+    return rows
+
+
+def table(rows, peers=("fp16", "int8", "fp8")) -> str:
+    head = ("| layer | M | lqq ms | lqq+quant ms | TOP/s | weight TB/s | "
+            + " | ".join(f"{p} ms | vs {p}" for p in peers) + " |")
+    lines = [head, "|" + "---|" * (6 + 2 * len(peers))]
+    for r in rows:
+        cells = [r["layer"], str(r["M"]), f"{r['lqq']:.4f}", f"{r['lqq_q']:.4f}",
+                 f"{r['lqq_TOPs']:.0f}", f"{r['lqq_TBps']:.2f}"]
+        for p in peers:
+            v = r.get(p)
+            cells += [f"{v:.4f}" if v else "-", f"{r[f'x_{p}']:.2f}x" if v else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Per-token INT8 activation quantization on the GPU: one kernel launch."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import configs, jit
+
+_IN_KIND = {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}
+_kernels: dict = {}
+
+
+def kernel_for(kind: str):
+    import cupy as cp
+    memo = (kind, cp.cuda.Device().id)
+    k = _kernels.get(memo)
+    if k is None:
+        spec = configs.activation_spec(kind)
+        k = _kernels[memo] = jit.get_function(spec.render(), spec.name)
+    return k
+
+
+def quantize_rows_gpu(X2, stream=None, out=None):
+    """CuPy [M, K] float16/bfloat16/float32 -> (int8 [M, K], float32 [M]), equal
+    to lqq.activation.quantize_rows bit for bit. float64 is cast to float32."""
+    import cupy as cp
+    name = str(X2.dtype)
+    if name == "float64":
+        X2, name = X2.astype(cp.float32), "float32"
+    X2 = cp.ascontiguousarray(X2)
+    M, K = X2.shape
+    x8, xs = out if out is not None else (cp.empty((M, K), cp.int8), cp.empty(M, cp.float32))
+    if M:
+        with stream or cp.cuda.get_current_stream():
+            kernel_for(_IN_KIND[name])((M,), (configs.ACT_THREADS,), (X2, x8, xs, np.int32(K)))
+    return x8, xs

@@ -1,0 +1,108 @@
+"""The GPU path of ``lqq.gemm``: pack the weight once (cached on it), quantize
+the activations, pick a config, launch. Inputs arrive already checked by
+lqq.gemm."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import configs, gpu_activation, jit, packing
+
+OUT_KINDS = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.int32): 3}
+BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
+
+_kernels: dict = {}
+_workspaces: dict = {}
+_sm_counts: dict = {}
+
+
+def packed(w) -> packing.PackedWeight:
+    """The weight in the kernels' layout on the current device, packed once."""
+    import cupy as cp
+    memo = ("packed", packing.LAYOUT_VERSION, cp.cuda.Device().id)
+    p = w._device_cache.get(memo)
+    if p is None:
+        p = w._device_cache[memo] = packing.pack(w)
+    return p
+
+
+def sm_count() -> int:
+    import cupy as cp
+    dev = cp.cuda.Device().id
+    if dev not in _sm_counts:
+        _sm_counts[dev] = cp.cuda.runtime.getDeviceProperties(dev)["multiProcessorCount"]
+    return _sm_counts[dev]
+
+
+def kernel_for(config: configs.MmaConfig):
+    import cupy as cp
+    memo = (config, cp.cuda.Device().id)
+    k = _kernels.get(memo)
+    if k is None:
+        spec = config.spec()
+        k = _kernels[memo] = jit.get_function(spec.render(), spec.name)
+        jit.log_debug("gemm uses %s", spec.name)
+    return k
+
+
+def workspace(stream, n_partial: int, n_counters: int):
+    """Split-K scratch for one stream: int32 partials and self-resetting tile
+    counters (zeroed once here; the kernel's last CTA puts each back to 0).
+    Grown, never shrunk; a grow happens outside CUDA-graph capture in practice
+    because the same shapes were run once before capture."""
+    import cupy as cp
+    memo = (cp.cuda.Device().id, stream.ptr)
+    ws = _workspaces.get(memo)
+    if ws is None or ws[0].size < n_partial or ws[1].size < n_counters:
+        stream.synchronize()            # old buffers may still be in use by queued kernels
+        ws = _workspaces[memo] = (cp.empty(max(n_partial, 1), cp.int32),
+                                  cp.zeros(max(n_counters, 1), cp.uint32))
+    return ws
+
+
+def choose(M: int, N: int, K: int) -> configs.Plan:
+    return configs.forced_mma(M, N, K) or configs.heuristic_mma(M, N, K, sm_count())
+
+
+def current_stream(stream, torch_input: bool):
+    import cupy as cp
+    if stream is not None:
+        return stream
+    if torch_input:
+        import torch
+        return cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    return cp.cuda.get_current_stream()
+
+
+def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
+    """x2: CuPy float [M, K] or None; (xq, xs): CuPy int8 [M, K] + float32 [M]."""
+    import cupy as cp
+    stream = current_stream(stream, torch_input)
+    N, K = w.shape
+    with stream:
+        if x2 is not None:
+            xq, xs = gpu_activation.quantize_rows_gpu(x2, stream)
+        xq = cp.ascontiguousarray(xq)
+        xs = cp.ascontiguousarray(xs)
+        M = xq.shape[0]
+        y = out.reshape(M, N) if out is not None else cp.empty((M, N), out_dtype)
+        if M == 0:
+            return y
+        p = packed(w)
+        plan = choose(M, N, K)
+        cfg = plan.config
+        if bias is not None:
+            bias = cp.ascontiguousarray(bias)
+        bias_kind = BIAS_KINDS["none" if bias is None else str(bias.dtype)]
+        partial, counters = p.s1, p.s1      # unused unless split
+        if plan.splits > 1:
+            tiles = plan.grid[0] * plan.grid[1]
+            partial, counters = workspace(stream, plan.splits * tiles * cfg.threads * cfg.BM // 2,
+                                          tiles)
+        kb_total = p.k_pad // packing.K_BLOCK
+        args = (p.codes, p.meta, p.s1, xq, xs, bias if bias is not None else p.s1, y, partial,
+                counters, np.int32(M), np.int32(N), np.int32(K), np.int32(p.n_pad // 64),
+                np.int32(kb_total), np.int32(p.groups_pad), np.int32(w.group_size),
+                np.int32(plan.kb_per_split), np.int32(OUT_KINDS[np.dtype(out_dtype)]),
+                np.int32(bias_kind))
+        kernel_for(cfg)(plan.grid, (cfg.threads,), args)
+    return y

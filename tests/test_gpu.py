@@ -1,0 +1,169 @@
+"""GPU kernels against the exact NumPy reference (marker `gpu`; skipped, with
+the reason, where there is no CUDA GPU). Fresh random inputs every run,
+outputs poisoned before each launch, every element compared."""
+import os
+
+import numpy as np
+import pytest
+
+import lqq
+from lqq import _xp, configs, reference
+
+cp = _xp.cupy_or_none()
+
+
+def _gpu_reason():
+    if cp is None:
+        return "CuPy is not installed"
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA device"
+    except Exception as e:
+        return f"no usable CUDA device ({type(e).__name__})"
+    return None
+
+
+REASON = _gpu_reason()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"GPU: {REASON}")]
+
+M_SWEEP = [1, 2, 3, 8, 17, 64, 100, 257, 1024]
+
+
+def make_weight(rng, N, K, G, method="round"):
+    W = rng.standard_normal((N, K)).astype(np.float32)
+    return lqq.quantize_weight(W, G, method)
+
+
+def poisoned(shape, dtype):
+    out = cp.empty(shape, dtype)
+    if np.dtype(dtype) == np.int32:
+        out.fill(-(2 ** 31))
+    else:
+        out.fill(np.nan)
+    return out
+
+
+def check(rng, M, w, wg, out_dtype=np.float16, bias=None):
+    X = (rng.standard_normal((M, w.K)) * rng.uniform(0.1, 4)).astype(np.float16)
+    x8, xs = lqq.quantize_activation(X)
+    want = reference.gemm(x8, xs, w, bias, out_dtype)
+    out = poisoned((M, w.N), out_dtype)
+    got = lqq.gemm(cp.asarray(X), wg, bias=None if bias is None else cp.asarray(bias), out=out)
+    got = cp.asnumpy(got)
+    if np.dtype(out_dtype) == np.int32:
+        assert np.array_equal(got, want)
+    else:
+        assert not np.isnan(got).any(), "unwritten outputs"
+        assert np.array_equal(got, want), np.argwhere(got != want)[:5]
+
+
+@pytest.mark.parametrize("M", M_SWEEP)
+def test_accumulators_exact_over_m(M):
+    rng = np.random.default_rng()
+    w = make_weight(rng, 200, 512, 64)
+    check(rng, M, w, w.to_gpu(), np.int32)
+    check(rng, M, w, w.to_gpu(), np.float16)
+
+
+@pytest.mark.parametrize("N,K,G,method", [
+    (64, 128, 32, "round"), (100, 256, 64, "paper"), (130, 384, 128, "search"),
+    (96, 512, 256, "round"), (72, 192, 192, "search"), (4096, 4096, 64, "search"),
+    (257, 28672, 128, "round")])
+@pytest.mark.parametrize("M", [1, 17, 100])
+def test_shapes_groups_encoders(N, K, G, method, M):
+    rng = np.random.default_rng()
+    w = make_weight(rng, N, K, G, method)
+    check(rng, M, w, w.to_gpu(), np.int32)
+
+
+@pytest.mark.parametrize("out_dtype,bias_dtype", [(np.float16, None), (np.float16, np.float16),
+                                                   (np.float32, np.float32), (np.float32, None)])
+def test_epilogue_bit_exact(out_dtype, bias_dtype):
+    rng = np.random.default_rng()
+    w = make_weight(rng, 192, 256, 32)
+    bias = None if bias_dtype is None else rng.standard_normal(192).astype(bias_dtype)
+    for M in (1, 33):
+        check(rng, M, w, w.to_gpu(), out_dtype, bias)
+
+
+@pytest.mark.parametrize("cfg", configs.MMA_CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("splits", [1, 3])
+def test_every_config_and_split(monkeypatch, cfg, splits):
+    rng = np.random.default_rng()
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", f"bm{cfg.BM}_rb{cfg.RB}_s{splits}")
+    w = make_weight(rng, 200, 1024, 64)
+    wg = w.to_gpu()
+    for M in (1, cfg.BM + 3):
+        check(rng, M, w, wg, np.int32)
+
+
+def test_repeatable_with_split_k():
+    rng = np.random.default_rng()
+    w = make_weight(rng, 4096, 4096, 64).to_gpu()
+    x = cp.asarray(rng.standard_normal((3, 4096)).astype(np.float16))
+    first = lqq.gemm(x, w, out_dtype=np.int32)
+    for _ in range(20):
+        assert cp.array_equal(lqq.gemm(x, w, out_dtype=np.int32), first)
+
+
+def test_activation_quantization_matches_reference():
+    rng = np.random.default_rng()
+    for dtype in (np.float16, np.float32):
+        X = (rng.standard_normal((37, 1000)) * 3).astype(dtype)
+        X[5] = 0
+        xq, xs = lqq.quantize_activation(cp.asarray(X))
+        rq, rs = lqq.quantize_activation(X)
+        assert np.array_equal(cp.asnumpy(xq), rq) and np.array_equal(cp.asnumpy(xs), rs)
+
+
+@pytest.mark.parametrize("method", ["round", "paper", "search"])
+def test_quantize_weight_on_gpu_is_bit_identical(method):
+    rng = np.random.default_rng()
+    W = rng.standard_normal((130, 512)).astype(np.float32)
+    a, b = lqq.quantize_weight(W, 64, method), lqq.quantize_weight(cp.asarray(W), 64, method)
+    assert b.on_gpu
+    for name in ("codes", "s2", "z", "s1"):
+        assert np.array_equal(getattr(a, name), cp.asnumpy(getattr(b, name))), name
+
+
+def test_gpu_rejects_mixed_sides_and_nan():
+    rng = np.random.default_rng()
+    w = make_weight(rng, 64, 128, 64)
+    with pytest.raises(TypeError, match="to_gpu"):
+        lqq.gemm(cp.zeros((2, 128), cp.float16), w)
+    x = cp.zeros((2, 128), cp.float16)
+    x[1, 3] = np.nan
+    out = cp.full((2, 64), 7, cp.float16)
+    with pytest.raises(ValueError, match="NaN"):
+        lqq.gemm(x, w.to_gpu(), out=out)
+    assert bool((out == 7).all()), "nothing written on failure"
+
+
+def test_torch_interop_no_copy_on_current_stream():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng()
+    w = make_weight(rng, 256, 512, 64)
+    wg = w.to_gpu()
+    X = rng.standard_normal((5, 512)).astype(np.float16)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        xt = torch.from_numpy(X).cuda()
+        out = torch.full((5, 256), float("nan"), dtype=torch.float16, device="cuda")
+        y = lqq.gemm(xt, wg, out=out)
+        assert y is out
+        y2 = lqq.gemm(xt, wg)
+    s.synchronize()
+    assert isinstance(y2, torch.Tensor) and y2.is_cuda and y2.dtype == torch.float16
+    x8, xs = lqq.quantize_activation(X)
+    want = reference.gemm(x8, xs, w)
+    assert np.array_equal(out.cpu().numpy(), want) and np.array_equal(y2.cpu().numpy(), want)
+    # the CuPy view shares torch's memory
+    assert cp.from_dlpack(out).data.ptr == out.data_ptr()
+
+
+def test_env_force_config_rejects_nonsense(monkeypatch):
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "bm7_rb1")
+    w = make_weight(np.random.default_rng(), 64, 128, 64).to_gpu()
+    with pytest.raises(ValueError, match="LQQ_FORCE_CONFIG"):
+        lqq.gemm(cp.zeros((1, 128), cp.float16), w)
+    assert os.environ["LQQ_FORCE_CONFIG"] == "bm7_rb1"
