@@ -64,6 +64,33 @@ def time_calls(calls, reps: int, groups: int) -> float:
     return statistics.median(times)
 
 
+def time_torch_calls(calls, reps: int, groups: int) -> float:
+    """time_calls for PyTorch ops: captured with torch.cuda.graph (so torch's
+    allocator knows about the capture)."""
+    import torch
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for f in calls[:reps]:
+            f()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(reps):
+            calls[i % len(calls)]()
+    graph.replay()
+    times = []
+    for _ in range(groups):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / reps)
+    return statistics.median(times)
+
+
 def _lqq_calls(N, K, M, rng, with_quant: bool):
     import cupy as cp
 
@@ -134,7 +161,7 @@ def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp
             for peer in peers:
                 try:
                     calls = _torch_calls(peer, N, K, M)
-                    row[peer] = None if calls is None else time_calls(calls, reps, groups)
+                    row[peer] = None if calls is None else time_torch_calls(calls, reps, groups)
                 except Exception as e:           # a peer this torch/cuBLAS cannot run
                     row[peer] = None
                     row[f"{peer}_error"] = f"{type(e).__name__}: {e}"[:120]

@@ -48,52 +48,107 @@ MMA_CONFIGS = tuple(MmaConfig(bm, rb) for bm in MMA_BM for rb in (1, 2))
 
 
 @dataclass(frozen=True)
+class DecodeConfig:
+    """Weight-streaming GEMM for few tokens: the CTA's activation slice resident
+    in shared memory, PF weight loads in flight per thread."""
+    BM: int
+    RB: int
+    PF: int
+
+    @property
+    def KBMAX(self) -> int:          # k-blocks per split: 40 KB of static shared memory
+        return 40960 // (80 * self.BM)
+
+    @property
+    def name(self) -> str:
+        return f"lqq_w4a8_gemm_mma_sm80_decode_bm{self.BM}_rb{self.RB}_pf{self.PF}"
+
+    @property
+    def threads(self) -> int:
+        return 128 * self.RB
+
+    def spec(self) -> KernelSpec:
+        return KernelSpec(self.name, "gemm_mma_decode_sm80.cu.j2",
+                          {"BM": self.BM, "RB": self.RB, "PF": self.PF, "KBMAX": self.KBMAX},
+                          family="gemm_mma_decode_sm80")
+
+
+DECODE_CONFIGS = tuple(DecodeConfig(bm, rb, pf) for bm in (8, 16) for rb in (1, 2)
+                       for pf in (4, 8))
+
+
+@dataclass(frozen=True)
 class Plan:
     """A config plus its launch shape for one (M, N, K)."""
-    config: MmaConfig
+    config: object
     splits: int
     kb_per_split: int
     grid: tuple
 
 
-def plan_mma(config: MmaConfig, M: int, N: int, K: int, splits: int = 1) -> Plan:
+def plan(config, M: int, N: int, K: int, splits: int = 1) -> Plan:
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
-    kb_per_split = -(-Kb // max(1, splits))
+    splits = max(1, splits)
+    if isinstance(config, DecodeConfig):
+        splits = max(splits, -(-Kb // config.KBMAX))
+    kb_per_split = -(-Kb // splits)
     splits = -(-Kb // kb_per_split)           # no empty split
     return Plan(config, splits, kb_per_split, (-(-Nb // config.RB), -(-M // config.BM), splits))
 
 
-def heuristic_mma(M: int, N: int, K: int, sm_count: int) -> Plan:
-    """Tokens per CTA: the smallest BM that covers M (at most 128). Two slabs per
-    CTA once the grid has enough CTAs anyway. Split K until about two CTAs per
-    SM stream weights, keeping at least 4 k-blocks (256 k) per split."""
-    BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
+def heuristic(M: int, N: int, K: int, sm_count: int) -> Plan:
+    """Few tokens (M <= 16): the decode kernel, K split until about four CTAs
+    per SM stream weights (at least 4 k-blocks, 256 k, per split). Otherwise
+    the general kernel: the smallest BM that covers M (at most 128), two slabs
+    per CTA once the grid is large anyway, split K to reach two CTAs per SM."""
     Nb = -(-N // packing.ROW_BLOCK)
+    Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
+    if M <= 16:
+        cfg = DecodeConfig(8 if M <= 8 else 16, 1, 4)
+        ctas = Nb
+        splits = max(1, min(-(-4 * sm_count // ctas), Kb // 4))
+        return plan(cfg, M, N, K, splits)
+    BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     tiles_m = -(-M // BM)
     RB = 2 if Nb * tiles_m >= 4 * sm_count else 1
-    cfg = MmaConfig(BM, RB)
-    Kb = -(-K // packing.K_ALIGN) * 2
     ctas = -(-Nb // RB) * tiles_m
     splits = max(1, min(-(-2 * sm_count // ctas), Kb // 4)) if ctas < sm_count else 1
-    return plan_mma(cfg, M, N, K, splits)
+    return plan(MmaConfig(BM, RB), M, N, K, splits)
 
 
-def forced_mma(M: int, N: int, K: int):
-    """LQQ_FORCE_CONFIG, as "bm32_rb1" or "bm32_rb1_s4" (s = K splits), or None."""
+def _parse_forced(text: str):
+    """"bm32_rb1", "mma_bm32_rb2_s4" or "decode_bm8_rb1_pf4_s8" -> (config, splits)."""
+    parts = text.lower().split("_")
+    family = parts.pop(0) if parts and parts[0] in ("mma", "decode") else "mma"
+    fields = {}
+    for part in parts:
+        key = part.rstrip("0123456789")
+        fields[key] = int(part[len(key):])
+    splits = fields.pop("s", 1)
+    if family == "decode":
+        cfg = DecodeConfig(fields.pop("bm"), fields.pop("rb"), fields.pop("pf"))
+        legal = DECODE_CONFIGS
+    else:
+        cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))
+        legal = MMA_CONFIGS
+    if fields or cfg not in legal:
+        raise KeyError(cfg)
+    return cfg, splits
+
+
+def forced(M: int, N: int, K: int):
+    """The plan LQQ_FORCE_CONFIG pins, or None."""
     text = knobs.force_config()
     if not text:
         return None
     try:
-        parts = dict((p[:2] if p[:2] in ("bm", "rb") else p[:1], int(p[2:] if p[:2] in ("bm", "rb")
-                      else p[1:])) for p in text.lower().split("_"))
-        cfg = MmaConfig(parts["bm"], parts["rb"])
-    except (KeyError, ValueError):
-        raise ValueError(f"LQQ_FORCE_CONFIG={text!r} is not a config; write e.g. bm32_rb1 "
-                         f"or bm8_rb1_s4") from None
-    if cfg not in MMA_CONFIGS:
-        raise ValueError(f"LQQ_FORCE_CONFIG={text!r}: BM must be one of {MMA_BM} and RB 1 or 2")
-    return plan_mma(cfg, M, N, K, parts.get("s", 1))
+        cfg, splits = _parse_forced(text)
+    except (KeyError, ValueError, IndexError):
+        raise ValueError(f"LQQ_FORCE_CONFIG={text!r} is not a config lqq has; write e.g. "
+                         f"mma_bm32_rb1, mma_bm8_rb2_s4 or decode_bm8_rb1_pf4_s8 (`lqq kernels` "
+                         f"lists them)") from None
+    return plan(cfg, M, N, K, splits)
 
 
 # ---------------------------------------------------------------- activations
@@ -109,4 +164,5 @@ def activation_spec(kind: str) -> KernelSpec:
 
 def all_kernels() -> list[KernelSpec]:
     """Every kernel lqq can launch (what `lqq kernels` compiles)."""
-    return [c.spec() for c in MMA_CONFIGS] + [activation_spec(k) for k in ACT_INPUTS]
+    return ([c.spec() for c in MMA_CONFIGS] + [c.spec() for c in DECODE_CONFIGS]
+            + [activation_spec(k) for k in ACT_INPUTS])

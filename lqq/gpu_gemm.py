@@ -33,7 +33,7 @@ def sm_count() -> int:
     return _sm_counts[dev]
 
 
-def kernel_for(config: configs.MmaConfig):
+def kernel_for(config):
     import cupy as cp
     memo = (config, cp.cuda.Device().id)
     k = _kernels.get(memo)
@@ -60,7 +60,7 @@ def workspace(stream, n_partial: int, n_counters: int):
 
 
 def choose(M: int, N: int, K: int) -> configs.Plan:
-    return configs.forced_mma(M, N, K) or configs.heuristic_mma(M, N, K, sm_count())
+    return configs.forced(M, N, K) or configs.heuristic(M, N, K, sm_count())
 
 
 def current_stream(stream, torch_input: bool):
@@ -104,5 +104,6 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
                 np.int32(kb_total), np.int32(p.groups_pad), np.int32(w.group_size),
                 np.int32(plan.kb_per_split), np.int32(OUT_KINDS[np.dtype(out_dtype)]),
                 np.int32(bias_kind))
-        kernel_for(cfg)(plan.grid, (cfg.threads,), args)
+        smem = plan.kb_per_split * cfg.BM * 80 if isinstance(cfg, configs.DecodeConfig) else 0
+        kernel_for(cfg)(plan.grid, (cfg.threads,), args, shared_mem=smem)
     return y

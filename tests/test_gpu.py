@@ -86,14 +86,21 @@ def test_epilogue_bit_exact(out_dtype, bias_dtype):
         check(rng, M, w, w.to_gpu(), out_dtype, bias)
 
 
-@pytest.mark.parametrize("cfg", configs.MMA_CONFIGS, ids=lambda c: c.name)
+def forced_name(cfg, splits):
+    if isinstance(cfg, configs.DecodeConfig):
+        return f"decode_bm{cfg.BM}_rb{cfg.RB}_pf{cfg.PF}_s{splits}"
+    return f"mma_bm{cfg.BM}_rb{cfg.RB}_s{splits}"
+
+
+@pytest.mark.parametrize("cfg", configs.MMA_CONFIGS + configs.DECODE_CONFIGS,
+                         ids=lambda c: c.name)
 @pytest.mark.parametrize("splits", [1, 3])
 def test_every_config_and_split(monkeypatch, cfg, splits):
     rng = np.random.default_rng()
-    monkeypatch.setenv("LQQ_FORCE_CONFIG", f"bm{cfg.BM}_rb{cfg.RB}_s{splits}")
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", forced_name(cfg, splits))
     w = make_weight(rng, 200, 1024, 64)
     wg = w.to_gpu()
-    for M in (1, cfg.BM + 3):
+    for M in (1, cfg.BM - 1, cfg.BM + 3):
         check(rng, M, w, wg, np.int32)
 
 
