@@ -98,17 +98,18 @@ def plan(config, M: int, N: int, K: int, splits: int = 1) -> Plan:
 
 
 def heuristic(M: int, N: int, K: int, sm_count: int) -> Plan:
-    """Few tokens (M <= 16): the decode kernel, K split until about four CTAs
-    per SM stream weights (at least 4 k-blocks, 256 k, per split). Otherwise
-    the general kernel: the smallest BM that covers M (at most 128), two slabs
-    per CTA once the grid is large anyway, split K to reach two CTAs per SM."""
+    """Few tokens (M <= 16): the decode kernel; K is split so that a CTA streams
+    about 32 k-blocks (2048 k) and there are at least four CTAs per SM (a sweep
+    on the H100, benchmarks/tune_decode.py, RESULTS.md). Otherwise the general
+    kernel: the smallest BM that covers M (at most 128), two slabs per CTA once
+    the grid is large anyway, split K to reach two CTAs per SM."""
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
     if M <= 16:
-        cfg = DecodeConfig(8 if M <= 8 else 16, 1, 4)
-        ctas = Nb
-        splits = max(1, min(-(-4 * sm_count // ctas), Kb // 4))
-        return plan(cfg, M, N, K, splits)
+        cfg = DecodeConfig(8, 1, 4) if M <= 8 else DecodeConfig(16, 2, 4)
+        ctas = -(-Nb // cfg.RB)
+        splits = max(-(-Kb // 32), -(-4 * sm_count // ctas))
+        return plan(cfg, M, N, K, min(splits, max(1, Kb // 4)))
     BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     tiles_m = -(-M // BM)
     RB = 2 if Nb * tiles_m >= 4 * sm_count else 1

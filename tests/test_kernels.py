@@ -1,0 +1,100 @@
+"""Every kernel lqq can launch compiles offline (no GPU) for sm_80 and sm_90a
+with no spills and no local memory, and its SASS has the instructions the
+design promises; configs and the heuristic are legal for many shapes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lqq import configs, nvrtc, packing
+
+ROOT = Path(__file__).resolve().parents[1]
+
+try:
+    nvrtc.version()
+    NO_NVRTC = None
+except Exception as e:  # noqa: BLE001 - any reason NVRTC cannot load
+    NO_NVRTC = str(e)
+
+needs_nvrtc = pytest.mark.skipif(NO_NVRTC is not None, reason=f"NVRTC: {NO_NVRTC}")
+SERIALIZATION = ("C7508", "C7509", "C7510", "C7511", "C7513", "C7514", "C7515")
+
+
+@pytest.fixture(scope="module", params=["sm_80", "sm_90a"])
+def report(request, tmp_path_factory):
+    """What `lqq kernels --json` prints (run as a user would)."""
+    env = dict(os.environ, LQQ_CACHE_DIR=str(tmp_path_factory.mktemp("cache")))
+    r = subprocess.run([sys.executable, "-m", "lqq", "kernels", "--json", "--arch", request.param],
+                       capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr
+    return request.param, json.loads(r.stdout)
+
+
+@needs_nvrtc
+def test_every_kernel_listed_and_clean(report):
+    arch, rows = report
+    assert {r["name"] for r in rows} == {s.name for s in configs.all_kernels()}
+    for r in rows:
+        assert r["arch"] == arch
+        assert r["spill_bytes"] == 0, r["name"]
+        assert r["local_bytes"] == 0, r["name"]
+        assert not r["sass"].get("LDL") and not r["sass"].get("STL"), r["name"]
+        assert not [w for w in r["warnings"] if any(c in w for c in SERIALIZATION)], r["warnings"]
+        assert r["registers"] > 0 and isinstance(r["config"], dict)
+
+
+@needs_nvrtc
+def test_gemm_kernels_dequantize_with_imad_lop3_and_use_tensor_cores(report):
+    _, rows = report
+    gemms = [r for r in rows if r["family"].startswith("gemm")]
+    assert gemms
+    for r in gemms:
+        s = r["sass"]
+        assert s.get("IMAD", 0) > 0 and s.get("LOP3", 0) > 0, r["name"]
+        assert s.get("IMMA", 0) + s.get("IGMMA", 0) > 0, (r["name"], s)
+        assert s.get("PRMT", 0) > 0, "z broadcast into four lanes"
+
+
+@needs_nvrtc
+def test_show_prints_source_and_sass():
+    name = configs.MMA_CONFIGS[0].name
+    src = subprocess.run([sys.executable, "-m", "lqq", "kernels", "--show", name], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert src.returncode == 0 and "void __launch_bounds__" in src.stdout and "mad.lo.u32" in src.stdout
+    bad = subprocess.run([sys.executable, "-m", "lqq", "kernels", "--show", "nope"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 1 and "no kernel named" in bad.stderr
+
+
+SHAPES = [(1, 64, 64), (3, 100, 96), (17, 4096, 4096), (100, 130, 384), (257, 28672, 4096),
+          (1024, 8192, 28672), (16, 57344, 8192), (8, 4096, 14336), (4096, 6144, 4096),
+          (1, 1, 32), (9, 63, 65536)]
+
+
+@pytest.mark.parametrize("M,N,K", SHAPES)
+@pytest.mark.parametrize("sms", [1, 78, 132])
+def test_heuristic_plans_are_legal(M, N, K, sms):
+    p = configs.heuristic(M, N, K, sms)
+    Kb = -(-K // packing.K_ALIGN) * 2
+    Nb = -(-N // 64)
+    assert p.splits >= 1 and p.kb_per_split >= 1
+    assert (p.splits - 1) * p.kb_per_split < Kb <= p.splits * p.kb_per_split, "no empty split"
+    assert p.grid == (-(-Nb // p.config.RB), -(-M // p.config.BM), p.splits)
+    if isinstance(p.config, configs.DecodeConfig):
+        assert M <= p.config.BM and p.kb_per_split <= p.config.KBMAX
+    assert p.config in configs.MMA_CONFIGS + configs.DECODE_CONFIGS
+
+
+def test_forced_config_parsing(monkeypatch):
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "decode_bm16_rb2_pf8_s4")
+    p = configs.forced(5, 4096, 4096)
+    assert p.config == configs.DecodeConfig(16, 2, 8) and p.splits == 4
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "bm32_rb1")
+    assert configs.forced(5, 4096, 4096).config == configs.MmaConfig(32, 1)
+    for bad in ("bm7_rb1", "decode_bm8_rb1", "mma_bm32_rb1_x2", "hello"):
+        monkeypatch.setenv("LQQ_FORCE_CONFIG", bad)
+        with pytest.raises(ValueError, match="LQQ_FORCE_CONFIG"):
+            configs.forced(5, 4096, 4096)
