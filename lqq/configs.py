@@ -99,14 +99,15 @@ def plan(config, M: int, N: int, K: int, splits: int = 1) -> Plan:
 
 def heuristic(M: int, N: int, K: int, sm_count: int) -> Plan:
     """Few tokens (M <= 16): the decode kernel; K is split so that a CTA streams
-    about 32 k-blocks (2048 k) and there are at least four CTAs per SM (a sweep
+    at most 32 k-blocks (2048 k) and there are at least four CTAs per SM (a sweep
     on the H100, benchmarks/tune_decode.py, RESULTS.md). Otherwise the general
     kernel: the smallest BM that covers M (at most 128), two slabs per CTA once
     the grid is large anyway, split K to reach two CTAs per SM."""
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
     if M <= 16:
-        cfg = DecodeConfig(8, 1, 4) if M <= 8 else DecodeConfig(16, 2, 4)
+        # two slabs per CTA paid off only for 16 tokens on wide layers
+        cfg = DecodeConfig(8, 1, 4) if M <= 8 else DecodeConfig(16, 2 if Nb >= 2 * sm_count else 1, 4)
         ctas = -(-Nb // cfg.RB)
         splits = max(-(-Kb // 32), -(-4 * sm_count // ctas))
         return plan(cfg, M, N, K, min(splits, max(1, Kb // 4)))
