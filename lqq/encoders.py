@@ -52,13 +52,19 @@ def paper_params(xp, lo, hi):
     return s2, xp.minimum(lo, 255 - 15 * s2)
 
 
-def encode_round(xp, W32, group_size: int):
+def _encode_minmax(xp, W32, group_size: int, level: int, params):
+    """The shared shape of "round" and "paper": level-1 rounding, then (s2, z)
+    from each group's range, then nearest codes."""
     N, K = W32.shape
-    s1 = channel_scales(xp, W32, 127)
-    U = _level1(xp, W32, s1, 127).reshape(N, K // group_size, group_size)
-    s2, z = round_params(xp, U.min(axis=2), U.max(axis=2))
+    s1 = channel_scales(xp, W32, level)
+    U = _level1(xp, W32, s1, level).reshape(N, K // group_size, group_size)
+    s2, z = params(xp, U.min(axis=2), U.max(axis=2))
     Q = _codes(xp, U, s2, z)
     return s1, s2.astype(xp.uint8), z.astype(xp.uint8), Q.reshape(N, K)
+
+
+def encode_round(xp, W32, group_size: int):
+    return _encode_minmax(xp, W32, group_size, 127, round_params)
 
 
 def encode_paper(xp, W32, group_size: int):
@@ -67,12 +73,7 @@ def encode_paper(xp, W32, group_size: int):
     above 255 - 15 * s2 (their emitted codes never overflow, but code 15 would);
     there z is clamped to 255 - 15 * s2, exactly as "round" does, so every LQQ
     file obeys the invariant whatever encoder wrote it."""
-    N, K = W32.shape
-    s1 = channel_scales(xp, W32, 119)
-    U = _level1(xp, W32, s1, 119).reshape(N, K // group_size, group_size)
-    s2, z = paper_params(xp, U.min(axis=2), U.max(axis=2))
-    Q = _codes(xp, U, s2, z)
-    return s1, s2.astype(xp.uint8), z.astype(xp.uint8), Q.reshape(N, K)
+    return _encode_minmax(xp, W32, group_size, 119, paper_params)
 
 
 def _search_codes(xp, V, s2, z):
