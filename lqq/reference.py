@@ -43,13 +43,3 @@ def gemm(x8, xs, w, bias=None, out_dtype=np.float16):
         return acc
     return epilogue(acc, xs, w.s1, bias, out_dtype)
 
-
-def to_bfloat16_bits(y32: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 (round to nearest even) as uint16 bit patterns, for
-    comparing GPU bf16 outputs with the reference (NumPy has no bfloat16)."""
-    u = np.ascontiguousarray(y32, np.float32).view(np.uint32).astype(np.uint64)
-    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-    nan = np.isnan(y32)
-    out = rounded.astype(np.uint16)
-    out[nan] = 0x7FC0
-    return out

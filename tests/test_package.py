@@ -3,6 +3,7 @@ installed package finds them, and `lqq` / `python -m lqq` run."""
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_wheel_ships_templates_and_installed_package_finds_them(tmp_path):
     isolated = not (importlib.util.find_spec("setuptools") and importlib.util.find_spec("wheel"))
+    src = tmp_path / "src"          # build from a copy: setuptools writes build/ beside the sources
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info",
+                                                             "__pycache__", ".pytest_cache"))
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
-           str(ROOT)] + ([] if isolated else ["--no-build-isolation"])
+           str(src)] + ([] if isolated else ["--no-build-isolation"])
     subprocess.run(cmd, check=True, cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("lqq-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
