@@ -13,12 +13,19 @@ $(VENV)/.made:
 	$(PY) -m pip install -q --upgrade pip
 	touch $@
 
+# lqq itself; offline (a GPU box with everything preinstalled) falls back to
+# the system's setuptools and packages.
 $(VENV)/.lqq: $(VENV)/.made setup.cfg pyproject.toml
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e . || $(PY) -m pip install -q --no-index --no-build-isolation -e .
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && \
 	    ! $(PY) -c 'import cupy' 2>/dev/null; then \
 	    echo "GPU found, CuPy missing: installing lqq[cuda12]"; \
 	    $(PY) -m pip install -q -e '.[cuda12]'; fi
+	touch $@
+
+# the test extras: pytest and PyPI's NVRTC/cuobjdump/nvdisasm (offline kernel checks)
+$(VENV)/.test: $(VENV)/.lqq
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.lqq
@@ -26,7 +33,7 @@ venv: $(VENV)/.lqq
 demo: $(VENV)/.lqq
 	$(PY) examples/demo.py
 
-test: $(VENV)/.lqq
+test: $(VENV)/.test
 	$(PY) -m pytest -q
 
 clean:

@@ -45,7 +45,8 @@ def main():
         stop.synchronize()
         dt = cp.cuda.get_elapsed_time(start, stop) / 100 * 1e-3
         y = y.get()
-        where = f"GPU ({cp.cuda.runtime.getDeviceProperties(0)['name'].decode()})"
+        name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
+        where = f"GPU ({name.decode() if isinstance(name, bytes) else name})"
     else:
         print("no GPU (or no CuPy): running the exact NumPy reference instead")
         t = time.perf_counter()
