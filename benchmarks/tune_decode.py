@@ -8,14 +8,12 @@ import numpy as np
 
 import lqq
 from lqq import bench, configs, gpu_gemm
-from lqq.format import _ARRAYS, LQQWeight
 
 rng = np.random.default_rng(0)
 for name in ("L3-8B o", "L3-8B gate_up", "L3-70B o", "L3-70B down"):
     N, K = bench.SHAPES[name]
     w = lqq.quantize_weight(cp.asarray(rng.standard_normal((N, K), dtype=np.float32)), 64, "round")
-    ws = [w] + [LQQWeight(*(getattr(w, a).copy() for a in _ARRAYS), shape=w.shape,
-                          group_size=64) for _ in range(bench.copies(w.nbytes) - 1)]
+    ws = bench.rotated_weights(w)
     for M in (1, 16):
         xq, xs = lqq.quantize_activation(cp.asarray(rng.standard_normal((M, K)).astype(np.float16)))
         out = cp.empty((M, N), cp.float16)

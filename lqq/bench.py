@@ -91,17 +91,24 @@ def time_torch_calls(calls, reps: int, groups: int) -> float:
     return statistics.median(times)
 
 
-def _lqq_calls(N, K, M, rng, with_quant: bool):
-    import cupy as cp
-
-    import lqq
+def rotated_weights(w):
+    """``w`` plus enough independent GPU copies to exceed ROTATE_BYTES, each
+    already packed for the kernels."""
     from lqq import gpu_gemm
     from lqq.format import _ARRAYS, LQQWeight
-    w = lqq.quantize_weight(cp.asarray(rng.standard_normal((N, K), dtype=np.float32)), 64, "round")
     ws = [w] + [LQQWeight(*(getattr(w, a).copy() for a in _ARRAYS), shape=w.shape,
                           group_size=w.group_size) for _ in range(copies(w.nbytes) - 1)]
     for v in ws:
         gpu_gemm.packed(v)
+    return ws
+
+
+def _lqq_calls(N, K, M, rng, with_quant: bool):
+    import cupy as cp
+
+    import lqq
+    w = lqq.quantize_weight(cp.asarray(rng.standard_normal((N, K), dtype=np.float32)), 64, "round")
+    ws = rotated_weights(w)
     x = cp.asarray(rng.standard_normal((M, K), dtype=np.float32).astype(np.float16))
     xq, xs = lqq.quantize_activation(x)
     out = cp.empty((M, N), cp.float16)

@@ -21,6 +21,22 @@ class KernelSpec:
         from . import jit
         return jit.render(self.template, name=self.name, **self.params)
 
+    def function(self):
+        """The loaded cupy.RawKernel on the current device, memoized so a hot
+        call skips rendering and hashing the source."""
+        import cupy as cp
+
+        from . import jit
+        memo = (self.name, cp.cuda.Device().id)
+        k = _loaded.get(memo)
+        if k is None:
+            k = _loaded[memo] = jit.get_function(self.render(), self.name)
+            jit.log_debug("using kernel %s", self.name)
+        return k
+
+
+_loaded: dict = {}
+
 
 # ---------------------------------------------------------------- GEMM, mma.sync
 
@@ -55,9 +71,14 @@ class DecodeConfig:
     RB: int
     PF: int
 
+    XROW = 80                        # smem bytes per token per k-block: 64 + 16 padding
+
     @property
-    def KBMAX(self) -> int:          # k-blocks per split: 40 KB of static shared memory
-        return 40960 // (80 * self.BM)
+    def KBMAX(self) -> int:          # k-blocks per split within 40 KB of shared memory
+        return 40960 // (self.XROW * self.BM)
+
+    def smem_bytes(self, kb_per_split: int) -> int:
+        return kb_per_split * self.BM * self.XROW
 
     @property
     def name(self) -> str:
@@ -69,7 +90,8 @@ class DecodeConfig:
 
     def spec(self) -> KernelSpec:
         return KernelSpec(self.name, "gemm_mma_decode_sm80.cu.j2",
-                          {"BM": self.BM, "RB": self.RB, "PF": self.PF, "KBMAX": self.KBMAX},
+                          {"BM": self.BM, "RB": self.RB, "PF": self.PF, "KBMAX": self.KBMAX,
+                           "XROW": self.XROW},
                           family="gemm_mma_decode_sm80")
 
 

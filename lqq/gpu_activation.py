@@ -3,20 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import configs, jit
+from . import configs
 
 _IN_KIND = {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}
-_kernels: dict = {}
-
-
-def kernel_for(kind: str):
-    import cupy as cp
-    memo = (kind, cp.cuda.Device().id)
-    k = _kernels.get(memo)
-    if k is None:
-        spec = configs.activation_spec(kind)
-        k = _kernels[memo] = jit.get_function(spec.render(), spec.name)
-    return k
 
 
 def quantize_rows_gpu(X2, stream=None, out=None):
@@ -31,5 +20,5 @@ def quantize_rows_gpu(X2, stream=None, out=None):
     x8, xs = out if out is not None else (cp.empty((M, K), cp.int8), cp.empty(M, cp.float32))
     if M:
         with stream or cp.cuda.get_current_stream():
-            kernel_for(_IN_KIND[name])((M,), (configs.ACT_THREADS,), (X2, x8, xs, np.int32(K)))
+            configs.activation_spec(_IN_KIND[name]).function()((M,), (configs.ACT_THREADS,), (X2, x8, xs, np.int32(K)))
     return x8, xs

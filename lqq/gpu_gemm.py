@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import configs, gpu_activation, jit, packing
+from . import configs, gpu_activation, packing
 
 OUT_KINDS = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.int32): 3}
 BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
 
-_kernels: dict = {}
 _workspaces: dict = {}
 _sm_counts: dict = {}
 
@@ -31,17 +30,6 @@ def sm_count() -> int:
     if dev not in _sm_counts:
         _sm_counts[dev] = cp.cuda.runtime.getDeviceProperties(dev)["multiProcessorCount"]
     return _sm_counts[dev]
-
-
-def kernel_for(config):
-    import cupy as cp
-    memo = (config, cp.cuda.Device().id)
-    k = _kernels.get(memo)
-    if k is None:
-        spec = config.spec()
-        k = _kernels[memo] = jit.get_function(spec.render(), spec.name)
-        jit.log_debug("gemm uses %s", spec.name)
-    return k
 
 
 def workspace(stream, n_partial: int, n_counters: int):
@@ -104,6 +92,6 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
                 np.int32(kb_total), np.int32(p.groups_pad), np.int32(w.group_size),
                 np.int32(plan.kb_per_split), np.int32(OUT_KINDS[np.dtype(out_dtype)]),
                 np.int32(bias_kind))
-        smem = plan.kb_per_split * cfg.BM * 80 if isinstance(cfg, configs.DecodeConfig) else 0
-        kernel_for(cfg)(plan.grid, (cfg.threads,), args, shared_mem=smem)
+        smem = cfg.smem_bytes(plan.kb_per_split) if isinstance(cfg, configs.DecodeConfig) else 0
+        cfg.spec().function()(plan.grid, (cfg.threads,), args, shared_mem=smem)
     return y
