@@ -6,17 +6,9 @@ import time
 import numpy as np
 
 import lqq
-from lqq import _xp
+from _common import gpu_available
 
 N, K, M = 4096, 4096, 16          # Llama-3-8B attention output projection, 16 tokens
-
-
-def gpu_available() -> bool:
-    cp = _xp.cupy_or_none()
-    try:
-        return cp is not None and cp.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
 
 
 def main():

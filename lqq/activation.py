@@ -31,19 +31,44 @@ def check_float_activation(x, K=None):
                          f"K={K} in_features")
 
 
-def quantize_activation(x):
+def _check_out(out, xp, lead, K):
+    """``out=(xq, xs)``: preallocated int8 [..., K] and float32 [...] on x's side."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError("out must be a pair (xq, xs) of preallocated arrays")
+    (q, _), (s, _) = _xp.as_array(out[0]), _xp.as_array(out[1])
+    for a, shape, dtype, name in ((q, tuple(lead) + (K,), "int8", "xq"),
+                                  (s, tuple(lead), "float32", "xs")):
+        if _xp.module_of(a) is not xp:
+            raise TypeError(f"out {name} must be on the same side as x")
+        if tuple(a.shape) != shape or str(a.dtype) != dtype or not a.flags.c_contiguous:
+            raise ValueError(f"out {name} is {a.dtype}{tuple(a.shape)}, expected a contiguous "
+                             f"{dtype}{shape}")
+    return q.reshape(-1, K), s.reshape(-1)
+
+
+def quantize_activation(x, out=None, check_finite=True):
     """Quantize activations ``x`` [..., K] per token (per row of the last
     dimension). Returns ``(xq, xs)``: int8 codes of x's shape and float32 scales
-    of shape ``x.shape[:-1]``, on x's side (NumPy, CuPy, or torch)."""
+    of shape ``x.shape[:-1]``, on x's side (NumPy, CuPy, or torch).
+    out: an optional preallocated pair ``(xq, xs)`` to write (nothing is
+    allocated on the GPU then, e.g. inside CUDA-graph capture).
+    check_finite: refuse NaN/Inf (on the GPU a reduction and a synchronization;
+    pass False inside graph capture or on latency-critical paths)."""
     arr, kind = _xp.as_array(x)
     check_float_activation(arr)
     xp = _xp.module_of(arr)
     lead, K = arr.shape[:-1], arr.shape[-1]
     X2 = arr.reshape(-1, K)
-    checks.require_finite(xp, X2, "x")
+    dest = None if out is None else _check_out(out, xp, lead, K)
+    if check_finite:
+        checks.require_finite(xp, X2, "x")
     if _xp.is_cupy(X2):
         from . import gpu_activation
-        x8, xs = gpu_activation.quantize_rows_gpu(X2)
+        x8, xs = gpu_activation.quantize_rows_gpu(X2, out=dest)
     else:
         x8, xs = quantize_rows(xp, X2)
+        if dest is not None:
+            dest[0][...], dest[1][...] = x8, xs
+    if out is not None:
+        return out
     return _xp.hand_back(x8.reshape(*lead, K), kind), _xp.hand_back(xs.reshape(lead), kind)

@@ -65,8 +65,9 @@ def time_calls(calls, reps: int, groups: int) -> float:
 
 
 def time_torch_calls(calls, reps: int, groups: int) -> float:
-    """time_calls for PyTorch ops: captured with torch.cuda.graph (so torch's
-    allocator knows about the capture)."""
+    """time_calls for PyTorch ops (and lqq calls on torch tensors): captured
+    with torch.cuda.graph, so torch's allocator knows about the capture, on the
+    stream that ran the warm-up, so lqq's per-stream scratch already exists."""
     import torch
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
@@ -76,7 +77,7 @@ def time_torch_calls(calls, reps: int, groups: int) -> float:
     torch.cuda.current_stream().wait_stream(s)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=s):
         for i in range(reps):
             calls[i % len(calls)]()
     graph.replay()

@@ -20,5 +20,6 @@ def quantize_rows_gpu(X2, stream=None, out=None):
     x8, xs = out if out is not None else (cp.empty((M, K), cp.int8), cp.empty(M, cp.float32))
     if M:
         with stream or cp.cuda.get_current_stream():
-            configs.activation_spec(_IN_KIND[name]).function()((M,), (configs.ACT_THREADS,), (X2, x8, xs, np.int32(K)))
+            kernel = configs.activation_spec(_IN_KIND[name]).function()
+            kernel((M,), (configs.ACT_THREADS,), (X2, x8, xs, np.int32(K)))
     return x8, xs

@@ -10,7 +10,7 @@ from . import configs, gpu_activation, packing
 OUT_KINDS = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.int32): 3}
 BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
 
-_workspaces: dict = {}
+_scratch: dict = {}
 _sm_counts: dict = {}
 
 
@@ -32,19 +32,21 @@ def sm_count() -> int:
     return _sm_counts[dev]
 
 
-def workspace(stream, n_partial: int, n_counters: int):
-    """Split-K scratch for one stream: int32 partials and self-resetting tile
-    counters (zeroed once here; the kernel's last CTA puts each back to 0).
-    Grown, never shrunk; a grow happens outside CUDA-graph capture in practice
-    because the same shapes were run once before capture."""
+def scratch(stream, name: str, n: int, dtype, zeroed: bool = False):
+    """A persistent per-(device, stream) buffer of at least n elements: split-K
+    partials, self-resetting tile counters (zeroed once here; the kernel's last
+    CTA puts each back to 0), quantized activations. Nothing is allocated once
+    a shape has run on the stream, so calls can be captured in a CUDA graph
+    after a warm-up on the capturing stream. Grown, never shrunk."""
     import cupy as cp
-    memo = (cp.cuda.Device().id, stream.ptr)
-    ws = _workspaces.get(memo)
-    if ws is None or ws[0].size < n_partial or ws[1].size < n_counters:
-        stream.synchronize()            # old buffers may still be in use by queued kernels
-        ws = _workspaces[memo] = (cp.empty(max(n_partial, 1), cp.int32),
-                                  cp.zeros(max(n_counters, 1), cp.uint32))
-    return ws
+    memo = (cp.cuda.Device().id, stream.ptr, name)
+    buf = _scratch.get(memo)
+    if buf is None or buf.size < n:
+        if buf is not None:
+            stream.synchronize()        # queued kernels may still use the old buffer
+        make = cp.zeros if zeroed else cp.empty
+        buf = _scratch[memo] = make(max(n, 1), dtype)
+    return buf[:n]
 
 
 def choose(M: int, N: int, K: int) -> configs.Plan:
@@ -68,7 +70,10 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
     N, K = w.shape
     with stream:
         if x2 is not None:
-            xq, xs = gpu_activation.quantize_rows_gpu(x2, stream)
+            M = x2.shape[0]
+            out_q = (scratch(stream, "x8", M * K, cp.int8).reshape(M, K),
+                     scratch(stream, "xs", M, cp.float32))
+            xq, xs = gpu_activation.quantize_rows_gpu(x2, stream, out=out_q)
         xq = cp.ascontiguousarray(xq)
         xs = cp.ascontiguousarray(xs)
         M = xq.shape[0]
@@ -84,8 +89,9 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         partial, counters = p.s1, p.s1      # unused unless split
         if plan.splits > 1:
             tiles = plan.grid[0] * plan.grid[1]
-            partial, counters = workspace(stream, plan.splits * tiles * cfg.threads * cfg.BM // 2,
-                                          tiles)
+            partial = scratch(stream, "partial", plan.splits * tiles * cfg.threads * cfg.BM // 2,
+                              cp.int32)
+            counters = scratch(stream, "counters", tiles, cp.uint32, zeroed=True)
         kb_total = p.k_pad // packing.K_BLOCK
         args = (p.codes, p.meta, p.s1, xq, xs, bias if bias is not None else p.s1, y, partial,
                 counters, np.int32(M), np.int32(N), np.int32(K), np.int32(p.n_pad // 64),

@@ -174,3 +174,72 @@ def test_env_force_config_rejects_nonsense(monkeypatch):
     with pytest.raises(ValueError, match="LQQ_FORCE_CONFIG"):
         lqq.gemm(cp.zeros((1, 128), cp.float16), w)
     assert os.environ["LQQ_FORCE_CONFIG"] == "bm7_rb1"
+
+
+@pytest.mark.parametrize("M", [1, 16, 100])
+def test_cuda_graph_capture_and_replay(M):
+    """After a warm-up on the capturing stream, lqq.gemm (float input, so
+    activation quantization too; split-K scratch) allocates and synchronizes
+    nothing, so it can be captured; replays with new inputs are exact."""
+    rng = np.random.default_rng()
+    w = make_weight(rng, 4096, 1024, 64)
+    wg = w.to_gpu()
+    x = cp.empty((M, 1024), cp.float16)
+    out = poisoned((M, 4096), np.float16)
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        x[...] = cp.asarray(rng.standard_normal((M, 1024)).astype(np.float16))
+        lqq.gemm(x, wg, out=out)
+        stream.synchronize()
+        stream.begin_capture()
+        lqq.gemm(x, wg, out=out)
+        graph = stream.end_capture()
+        for _ in range(2):
+            X = rng.standard_normal((M, 1024)).astype(np.float16)
+            x[...] = cp.asarray(X)
+            out.fill(np.nan)
+            graph.launch(stream)
+            stream.synchronize()
+            x8, xs = lqq.quantize_activation(X)
+            assert np.array_equal(cp.asnumpy(out), reference.gemm(x8, xs, w))
+
+
+def test_torch_cuda_graph_capture():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng()
+    w = make_weight(rng, 512, 256, 64)
+    wg = w.to_gpu()
+    x = torch.empty((3, 256), dtype=torch.float16, device="cuda")
+    out = torch.empty((3, 512), dtype=torch.float16, device="cuda")
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        x.copy_(torch.randn(3, 256))
+        lqq.gemm(x, wg, out=out)
+    s.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, stream=s):
+        lqq.gemm(x, wg, out=out)
+    X = rng.standard_normal((3, 256)).astype(np.float16)
+    x.copy_(torch.from_numpy(X))
+    out.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    x8, xs = lqq.quantize_activation(X)
+    assert np.array_equal(out.cpu().numpy(), reference.gemm(x8, xs, w))
+
+
+def test_torch_linear_wrapper_on_gpu():
+    torch = pytest.importorskip("torch")
+    import lqq.torch as lt
+    lin = torch.nn.Linear(256, 200).cuda().half()
+    layer = lt.LQQLinear.from_linear(lin, group_size=64)
+    assert layer.codes.is_cuda
+    x = torch.randn(7, 256, device="cuda", dtype=torch.float16)
+    y = layer(x)
+    assert y.is_cuda and y.dtype == torch.float16 and y.shape == (7, 200)
+    w = layer.lqq_weight().to_cpu()
+    x8, xs = lqq.quantize_activation(x.cpu().numpy())
+    want = reference.gemm(x8, xs, w, layer.bias.cpu().numpy())
+    assert np.array_equal(y.cpu().numpy(), want)
+    cpu = layer.to("cpu")                 # buffers move; the weight view follows
+    assert np.array_equal(cpu(x.cpu()).numpy(), want)

@@ -173,3 +173,17 @@ def test_activation_rejects():
         lqq.quantize_activation(np.zeros((2, 8), np.int8))
     with pytest.raises(ValueError, match="NaN"):
         lqq.quantize_activation(np.array([[1.0, np.nan]], np.float32))
+
+
+def test_quantize_activation_out_argument():
+    rng = np.random.default_rng()
+    X = rng.standard_normal((2, 3, 64)).astype(np.float16)
+    q, s = np.zeros((2, 3, 64), np.int8), np.zeros((2, 3), np.float32)
+    res = lqq.quantize_activation(X, out=(q, s))
+    assert res[0] is q and res[1] is s
+    rq, rs = lqq.quantize_activation(X)
+    assert np.array_equal(q, rq) and np.array_equal(s, rs)
+    with pytest.raises(ValueError, match="xs"):
+        lqq.quantize_activation(X, out=(q, np.zeros(6, np.float32)))
+    with pytest.raises(TypeError, match="pair"):
+        lqq.quantize_activation(X, out=q)

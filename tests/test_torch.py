@@ -1,0 +1,74 @@
+"""lqq.torch: the nn.Linear replacement on the CPU (the GPU half is in
+test_gpu.py). Skipped, with the reason, where PyTorch is not installed."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed (optional dependency)")
+
+import lqq  # noqa: E402
+import lqq.torch as lt  # noqa: E402
+from lqq import reference  # noqa: E402
+
+
+def linear(K=128, N=48, bias=True):
+    torch.manual_seed(np.random.default_rng().integers(1 << 31))
+    return torch.nn.Linear(K, N, bias=bias)
+
+
+def expected(layer, X, out_dtype=np.float16):
+    x8, xs = lqq.quantize_activation(X.reshape(-1, X.shape[-1]))
+    b = None if layer.bias is None else layer.bias.detach().numpy()
+    y = reference.gemm(x8, xs, layer.lqq_weight(), b, out_dtype)
+    return y.reshape(*X.shape[:-1], -1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("bias", [True, False])
+def test_from_linear_matches_reference(dtype, bias):
+    lin = linear(bias=bias)
+    layer = lt.LQQLinear.from_linear(lin, group_size=32)
+    x = torch.randn(2, 5, 128).to(dtype)
+    y = layer(x)
+    assert isinstance(y, torch.Tensor) and y.shape == (2, 5, 48) and y.dtype == dtype
+    want = expected(layer, x.numpy(), np.float16 if dtype == torch.float16 else np.float32)
+    assert np.array_equal(y.numpy(), want)
+    ref = lin(x.float()).detach()
+    assert torch.linalg.norm(y.float() - ref) / torch.linalg.norm(ref) < 0.15
+
+
+def test_bfloat16_input_comes_back_bfloat16():
+    layer = lt.LQQLinear.from_linear(linear(bias=False))
+    x = torch.randn(3, 128, dtype=torch.bfloat16)
+    y = layer(x)
+    assert y.dtype == torch.bfloat16 and y.shape == (3, 48)
+
+
+def test_rejects_bad_input():
+    layer = lt.LQQLinear.from_linear(linear())
+    with pytest.raises(TypeError, match="float16"):
+        layer(torch.zeros(2, 128, dtype=torch.int32))
+    with pytest.raises(ValueError, match="K=128"):
+        layer(torch.zeros(2, 64))
+
+
+def test_state_dict_round_trip_and_repr():
+    layer = lt.LQQLinear.from_linear(linear(), group_size=64, method="round")
+    other = lt.LQQLinear(lqq.quantize_weight(np.zeros((48, 128), np.float32), 64), torch.zeros(48))
+    other.load_state_dict(layer.state_dict())
+    x = torch.randn(4, 128)
+    assert torch.equal(layer(x), other(x))
+    assert "group_size=64" in repr(layer)
+
+
+def test_quantize_model_replaces_eligible_linears():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(),
+                                torch.nn.Sequential(torch.nn.Linear(96, 40), torch.nn.Linear(40, 8)),
+                                torch.nn.Linear(8, 4))
+    x = torch.randn(3, 64)
+    before = model(x)
+    names = lt.quantize_model(model, group_size=32, skip=lambda n, m: n == "2.0")
+    assert names == ["0"], names          # 2.0 skipped; K = 40 and 8 are not multiples of 32
+    assert isinstance(model[0], lt.LQQLinear) and type(model[2][0]) is torch.nn.Linear
+    after = model(x)
+    assert after.shape == before.shape
+    assert torch.linalg.norm(after - before) / torch.linalg.norm(before) < 0.2
