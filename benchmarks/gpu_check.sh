@@ -5,6 +5,7 @@
 #   and the benchmark. Logs go under $OUT (default /tmp/lqq-gpu-check); the
 #   summary table is printed last.
 #   BENCH_M=1,16,64 BENCH_LAYERS="8B" benchmarks/gpu_check.sh   # a shorter benchmark
+#   BENCH=0 benchmarks/gpu_check.sh                              # no benchmark
 set -uo pipefail
 OUT=${OUT:-/tmp/lqq-gpu-check}
 mkdir -p "$OUT"
@@ -28,13 +29,23 @@ else
   status+=("compute-sanitizer: not found")
 fi
 
+for ex in numpy_interop torch_interop; do
+  (cd examples && $PY $ex.py) > "$OUT/example-$ex.txt" 2>&1
+  status+=("example $ex: exit $?")
+done
+(cd examples && $PY llama_block.py) > "$OUT/llama_block.md" 2>&1
+status+=("example llama_block: exit $?")
+
+if [ "${BENCH:-1}" != 0 ]; then
 $PY -m lqq bench --m "${BENCH_M:-1,16,64,256,1024,4096}" ${BENCH_LAYERS:+--layers $BENCH_LAYERS} \
   --groups "${BENCH_GROUPS:-7}" --json > "$OUT/bench.json" 2> "$OUT/bench.err"
 status+=("bench: exit $?")
 $PY -c "import json,sys; from lqq import bench; print(bench.table(json.load(open('$OUT/bench.json'))))" \
   > "$OUT/bench.md" 2>> "$OUT/bench.err"
+fi
 
 echo
 echo "== summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1), commit ${LQQ_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)})"
 printf '%s\n' "${status[@]}"
-cat "$OUT/bench.md"
+echo; echo "llama_block (one Llama-3-8B layer's linears):"; cat "$OUT/llama_block.md"
+[ -f "$OUT/bench.md" ] && { echo; cat "$OUT/bench.md"; }
