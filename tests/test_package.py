@@ -29,6 +29,8 @@ def test_wheel_ships_templates_and_installed_package_finds_them(tmp_path):
     in_repo = {f"lqq/cuda_templates/{p.name}" for p in (ROOT / "cuda_templates").iterdir()
                if p.suffix in (".j2", ".cuh")}
     assert in_repo and in_repo <= shipped, in_repo - shipped
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "lqq").rglob("*.py")}
+    assert modules <= set(names), modules - set(names)      # every subpackage is packaged
 
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
