@@ -9,12 +9,11 @@ slice only, and says so.
     python examples/llama_block.py [--tokens 1,8,32,512,2048]
 """
 import argparse
-import statistics
-
 import numpy as np
 
 import lqq
 from _common import gpu_available
+from lqq.bench import time_torch_calls
 
 HIDDEN, KV, FFN = 4096, 1024, 14336
 LAYERS = {"q": (HIDDEN, HIDDEN), "k": (KV, HIDDEN), "v": (KV, HIDDEN), "o": (HIDDEN, HIDDEN),
@@ -56,29 +55,6 @@ def cpu_only(rng):
         print(f"| {name} | {rel(y, ref):.4f} |")
 
 
-def timed(fn, reps=5, groups=7):
-    import torch
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    s.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, stream=s):
-        for _ in range(reps):
-            fn()
-    g.replay()
-    times = []
-    for _ in range(groups):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / reps)
-    return statistics.median(times)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", default="1,8,32,512,2048")
@@ -110,7 +86,7 @@ def main():
             for n, (N, K) in LAYERS.items():
                 lqq.gemm(X[K], wq[n], out=yq[n], check_finite=False)
 
-        t16, tq = timed(fp16), timed(w4a8)
+        t16, tq = (time_torch_calls([f], reps=5, groups=7) for f in (fp16, w4a8))
         fp16()
         w4a8()
         torch.cuda.synchronize()
