@@ -9,8 +9,9 @@ the CUDA kernels. See README.md and docs/.
 """
 from ._version import __version__
 from .activation import quantize_activation
+from .autotune import autotune
 from .format import LQQWeight, dequantize, load, quantize_weight, save
 from .gemm import gemm
 
 __all__ = ["__version__", "LQQWeight", "quantize_weight", "dequantize", "quantize_activation",
-           "gemm", "load", "save"]
+           "gemm", "load", "save", "autotune"]

@@ -175,6 +175,87 @@ def forced(M: int, N: int, K: int):
     return plan(cfg, M, N, K, splits)
 
 
+# ---------------------------------------------------------------- search space (autotune)
+
+SMEM_STATIC_MAX = 48 * 1024      # per CTA without the opt-in attribute lqq never sets
+REGFILE = 65536                  # 32-bit registers per SM (sm_80 and sm_90)
+REGS_MAX = 255                   # per thread; __launch_bounds__(THREADS, 1) lets ptxas use them
+GRID_YZ_MAX = 65535
+SPLITS = (1, 2, 4, 8, 16, 32)
+MIN_KB_PER_SPLIT = 2             # shorter splits are nearly all reduction overhead
+MAX_WAVES = 8                    # no K split that makes the grid bigger than this many SM waves
+
+
+def smem_bytes(p: Plan) -> int:
+    cfg = p.config
+    if isinstance(cfg, DecodeConfig):
+        return cfg.smem_bytes(p.kb_per_split)
+    return 2 * cfg.BM * DecodeConfig.XROW        # double-buffered activation tile
+
+
+def registers_lower_bound(cfg) -> int:
+    """Registers a thread must hold live: BM/2 int32 accumulators (16 rows x BM
+    tokens per warp), the decode kernel's PF-deep ring of weights and group
+    parameters (8 words a stage), and ~32 for addresses and A fragments."""
+    ring = 8 * cfg.PF if isinstance(cfg, DecodeConfig) else 8
+    return cfg.BM // 2 + ring + 32
+
+
+def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
+    """None if ``p`` can launch correctly for (M, N, K), else the reason. Checked
+    before anything is compiled; a compiled kernel that spills is refused later."""
+    cfg = p.config
+    if cfg not in MMA_CONFIGS + DECODE_CONFIGS:
+        return f"{cfg} is not a config lqq ships"
+    if cfg.threads > 1024 or cfg.threads * REGS_MAX > REGFILE:
+        return f"{cfg.threads} threads do not fit one SM's registers"
+    if registers_lower_bound(cfg) > REGS_MAX:
+        return f"needs more than {REGS_MAX} registers per thread"
+    if isinstance(cfg, DecodeConfig) and p.kb_per_split > cfg.KBMAX:
+        return f"K slice of {p.kb_per_split} k-blocks > KBMAX={cfg.KBMAX}"
+    if smem_bytes(p) > SMEM_STATIC_MAX:
+        return f"{smem_bytes(p)} bytes of shared memory > {SMEM_STATIC_MAX}"
+    Nb = -(-N // packing.ROW_BLOCK)
+    Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
+    if p.splits < 1 or p.kb_per_split < 1 or not (
+            (p.splits - 1) * p.kb_per_split < Kb <= p.splits * p.kb_per_split):
+        return f"{p.splits} splits of {p.kb_per_split} k-blocks do not tile {Kb} k-blocks"
+    if p.grid != (-(-Nb // cfg.RB), -(-M // cfg.BM), p.splits):
+        return f"grid {p.grid} does not cover M={M}, N={N}"
+    if max(p.grid[1:]) > GRID_YZ_MAX:
+        return f"grid {p.grid} exceeds {GRID_YZ_MAX} in y or z"
+    return None
+
+
+def candidates(M: int, N: int, K: int, sm_count: int) -> list[Plan]:
+    """The legal plans autotune times for one shape, the heuristic's first.
+    Decode kernels for M up to their BM; the general kernel with the BM that
+    covers M and the two below it; K splits from SPLITS (a decode kernel's
+    minimum split is implied by KBMAX), none that leave a split under
+    MIN_KB_PER_SPLIT k-blocks or grow the grid past MAX_WAVES waves."""
+    out, seen = [], set()
+
+    def add(p: Plan):
+        if (p.config, p.splits) not in seen and why_illegal(p, M, N, K) is None:
+            seen.add((p.config, p.splits))
+            out.append(p)
+
+    add(heuristic(M, N, K, sm_count))
+    cover = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
+    family = [c for c in DECODE_CONFIGS if c.BM >= M]
+    family += [c for c in MMA_CONFIGS if cover // 4 <= c.BM <= cover]
+    for cfg in family:
+        least = plan(cfg, M, N, K)          # the fewest splits the config allows
+        add(least)
+        ctas = least.grid[0] * least.grid[1] * least.splits
+        for s in SPLITS:
+            p = plan(cfg, M, N, K, s)
+            if (p.splits > least.splits and p.kb_per_split >= MIN_KB_PER_SPLIT
+                    and p.grid[0] * p.grid[1] * p.splits <= max(ctas, MAX_WAVES * sm_count)):
+                add(p)
+    return out
+
+
 # ---------------------------------------------------------------- activations
 
 ACT_INPUTS = ("f16", "bf16", "f32")

@@ -3,6 +3,8 @@ the activations, pick a config, launch. Inputs arrive already checked by
 lqq.gemm."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import configs, gpu_activation, packing
@@ -49,8 +51,25 @@ def scratch(stream, name: str, n: int, dtype, zeroed: bool = False):
     return buf[:n]
 
 
-def choose(M: int, N: int, K: int) -> configs.Plan:
-    return configs.forced(M, N, K) or configs.heuristic(M, N, K, sm_count())
+@contextlib.contextmanager
+def scratch_scope():
+    """Drop, on exit, the scratch of streams first used inside the block (for
+    callers like the autotuner that run on many short-lived streams; scratch is
+    keyed by stream pointer and would otherwise pile up)."""
+    before = set(_scratch)
+    try:
+        yield
+    finally:
+        for key in set(_scratch) - before:
+            _scratch.pop(key, None)
+
+
+def choose(M: int, N: int, K: int, group_size: int | None = None) -> configs.Plan:
+    """LQQ_FORCE_CONFIG, else this GPU's autotune winner (a dict lookup; never
+    tunes), else the heuristic."""
+    from . import tune_cache
+    return (configs.forced(M, N, K) or tune_cache.lookup(M, N, K, group_size)
+            or configs.heuristic(M, N, K, sm_count()))
 
 
 def current_stream(stream, torch_input: bool):
@@ -81,7 +100,7 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         if M == 0:
             return y
         p = packed(w)
-        plan = choose(M, N, K)
+        plan = choose(M, N, K, w.group_size)
         cfg = plan.config
         if bias is not None:
             bias = cp.ascontiguousarray(bias)
