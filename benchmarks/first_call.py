@@ -8,6 +8,7 @@ import tempfile
 
 PROBE = r"""
 import time, cupy as cp
+cp.zeros(1); cp.cuda.Device().synchronize()      # CUDA context outside the timing
 t0 = time.perf_counter()
 from lqq import configs, jit
 spec = configs.DecodeConfig(8, 1, 4).spec()

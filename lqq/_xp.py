@@ -59,7 +59,8 @@ def as_array(a):
     if is_torch(a):
         if a.is_cuda:
             cp = _require_cupy("a CUDA torch tensor")
-            return cp.from_dlpack(a.detach()), "torch"
+            with _on_torch_stream(cp):
+                return cp.from_dlpack(a.detach()), "torch"
         return a.detach().numpy(), "torch"
     if hasattr(a, "__cuda_array_interface__"):
         cp = _require_cupy("a CUDA array")
@@ -70,13 +71,22 @@ def as_array(a):
         f"expected a numpy array, a cupy array or a torch tensor, got {type(a).__name__}")
 
 
+def _on_torch_stream(cp):
+    """DLPack exchanges synchronize the producer's stream with the consumer's;
+    making torch's current stream CuPy's too keeps that a no-op, which is also
+    what keeps it legal inside torch.cuda.graph capture."""
+    import torch
+    return cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+
+
 def hand_back(result, kind):
     """Convert a numpy/cupy result to the caller's kind (no copy for torch)."""
     if kind == "torch":
         import torch
         if isinstance(result, np.ndarray):
             return torch.from_numpy(result)
-        return torch.from_dlpack(result)
+        with _on_torch_stream(cupy_or_none()):
+            return torch.from_dlpack(result)
     return result
 
 
