@@ -6,6 +6,7 @@
 #   summary table is printed last.
 #   BENCH_M=1,16,64 BENCH_LAYERS="8B" benchmarks/gpu_check.sh   # a shorter benchmark
 #   BENCH=0 benchmarks/gpu_check.sh                              # no benchmark
+#   TUNE_M=1,16 benchmarks/gpu_check.sh                          # a shorter autotune
 set -uo pipefail
 OUT=${OUT:-/tmp/lqq-gpu-check}
 mkdir -p "$OUT"
@@ -36,6 +37,14 @@ done
 (cd examples && $PY llama_block.py) > "$OUT/llama_block.md" 2>&1
 status+=("example llama_block: exit $?")
 
+$PY -m lqq autotune --model Llama-3-8B --m "${TUNE_M:-1,16,64,256}" --json > "$OUT/autotune.json" \
+  2> "$OUT/autotune.err"
+status+=("autotune Llama-3-8B: exit $?")
+$PY -c "import json; [print(r['N'], r['K'], 'M', r['m_bucket'], r['winner'], 'x%.2f vs heuristic' % r['speedup_vs_heuristic']) for r in json.load(open('$OUT/autotune.json'))]" \
+  > "$OUT/autotune.txt" 2>> "$OUT/autotune.err"
+$PY benchmarks/first_call.py > "$OUT/first_call.txt" 2>&1
+status+=("first call: $(tr '\n' ';' < "$OUT/first_call.txt")")
+
 if [ "${BENCH:-1}" != 0 ]; then
 $PY -m lqq bench --m "${BENCH_M:-1,16,64,256,1024,4096}" ${BENCH_LAYERS:+--layers $BENCH_LAYERS} \
   --groups "${BENCH_GROUPS:-7}" --json > "$OUT/bench.json" 2> "$OUT/bench.err"
@@ -47,5 +56,6 @@ fi
 echo
 echo "== summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1), commit ${LQQ_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)})"
 printf '%s\n' "${status[@]}"
+echo; echo "autotune (tuned vs heuristic):"; cat "$OUT/autotune.txt"
 echo; echo "llama_block (one Llama-3-8B layer's linears):"; cat "$OUT/llama_block.md"
 [ -f "$OUT/bench.md" ] && { echo; cat "$OUT/bench.md"; }
