@@ -75,12 +75,12 @@ def current_device() -> int:
 def device_fingerprint(dev_id: int | None = None) -> dict:
     """Everything a measurement depends on besides the shape (needs CuPy and a
     GPU); memoized per device for the process."""
-    import cupy as cp
-
-    from . import jit, nvrtc
     dev = current_device() if dev_id is None else dev_id
     fp = _fingerprints.get(dev)
     if fp is None:
+        import cupy as cp
+
+        from . import jit, nvrtc
         props = cp.cuda.runtime.getDeviceProperties(dev)
         name = props["name"]
         fp = _fingerprints[dev] = {
