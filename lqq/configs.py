@@ -100,6 +100,45 @@ DECODE_CONFIGS = tuple(DecodeConfig(bm, rb, pf) for bm in (8, 16) for rb in (1, 
 
 
 @dataclass(frozen=True)
+class WgmmaConfig:
+    """Hopper (sm_90a) GEMM: a producer warpgroup and two consumer warpgroups
+    (two 64-row slabs), BN tokens per CTA (the wgmma N), a STAGES-deep ring of
+    128-wide k-blocks."""
+    BN: int
+    STAGES: int
+    RB = 2
+
+    @property
+    def BM(self) -> int:             # tokens per CTA, as the other families call it
+        return self.BN
+
+    @property
+    def name(self) -> str:
+        return f"lqq_w4a8_gemm_wgmma_sm90_bn{self.BN}_st{self.STAGES}"
+
+    @property
+    def threads(self) -> int:
+        return 384
+
+    def smem_bytes(self, kb_per_split: int = 0) -> int:
+        return self.STAGES * (self.BN * 128 + 2 * 4096 + 2 * 512) + 1024   # + alignment slack
+
+    def spec(self) -> KernelSpec:
+        return KernelSpec(self.name, "gemm_wgmma_sm90.cu.j2", {"BN": self.BN, "STAGES": self.STAGES},
+                          family="gemm_wgmma_sm90", archs=("sm_90a",))
+
+
+WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in ((64, 4), (128, 4)))
+
+
+def wgmma_eligible(K: int, group_size: int, compute_capability: str) -> bool:
+    """The Hopper kernel needs sm_90 and group parameters that never straddle a
+    128-wide k-block."""
+    return compute_capability == "90" and (group_size in (32, 64, 128, 256)
+                                           or (group_size == K and K % 128 == 0))
+
+
+@dataclass(frozen=True)
 class Plan:
     """A config plus its launch shape for one (M, N, K)."""
     config: object
@@ -115,6 +154,8 @@ def plan(config, M: int, N: int, K: int, splits: int = 1) -> Plan:
     if isinstance(config, DecodeConfig):
         splits = max(splits, -(-Kb // config.KBMAX))
     kb_per_split = -(-Kb // splits)
+    if isinstance(config, WgmmaConfig):
+        kb_per_split += kb_per_split % 2     # whole 128-wide k-blocks per split
     splits = -(-Kb // kb_per_split)           # no empty split
     return Plan(config, splits, kb_per_split, (-(-Nb // config.RB), -(-M // config.BM), splits))
 
@@ -144,7 +185,7 @@ def heuristic(M: int, N: int, K: int, sm_count: int) -> Plan:
 def _parse_forced(text: str):
     """"bm32_rb1", "mma_bm32_rb2_s4" or "decode_bm8_rb1_pf4_s8" -> (config, splits)."""
     parts = text.lower().split("_")
-    family = parts.pop(0) if parts and parts[0] in ("mma", "decode") else "mma"
+    family = parts.pop(0) if parts and parts[0] in ("mma", "decode", "wgmma") else "mma"
     fields = {}
     for part in parts:
         key = part.rstrip("0123456789")
@@ -153,6 +194,9 @@ def _parse_forced(text: str):
     if family == "decode":
         cfg = DecodeConfig(fields.pop("bm"), fields.pop("rb"), fields.pop("pf"))
         legal = DECODE_CONFIGS
+    elif family == "wgmma":
+        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"))
+        legal = WGMMA_CONFIGS
     else:
         cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))
         legal = MMA_CONFIGS
@@ -270,4 +314,4 @@ def activation_spec(kind: str) -> KernelSpec:
 def all_kernels() -> list[KernelSpec]:
     """Every kernel lqq can launch (what `lqq kernels` compiles)."""
     return ([c.spec() for c in MMA_CONFIGS] + [c.spec() for c in DECODE_CONFIGS]
-            + [activation_spec(k) for k in ACT_INPUTS])
+            + [c.spec() for c in WGMMA_CONFIGS] + [activation_spec(k) for k in ACT_INPUTS])

@@ -7,7 +7,7 @@ import contextlib
 
 import numpy as np
 
-from . import configs, gpu_activation, packing
+from . import configs, gpu_activation, packing, tma
 
 OUT_KINDS = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.int32): 3}
 BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
@@ -112,11 +112,25 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
                               cp.int32)
             counters = scratch(stream, "counters", tiles, cp.uint32, zeroed=True)
         kb_total = p.k_pad // packing.K_BLOCK
-        args = (p.codes, p.meta, p.s1, xq, xs, bias if bias is not None else p.s1, y, partial,
+        tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, partial,
                 counters, np.int32(M), np.int32(N), np.int32(K), np.int32(p.n_pad // 64),
                 np.int32(kb_total), np.int32(p.groups_pad), np.int32(w.group_size),
                 np.int32(plan.kb_per_split), np.int32(OUT_KINDS[np.dtype(out_dtype)]),
                 np.int32(bias_kind))
-        smem = cfg.smem_bytes(plan.kb_per_split) if isinstance(cfg, configs.DecodeConfig) else 0
-        cfg.spec().function()(plan.grid, (cfg.threads,), args, shared_mem=smem)
+        kernel = cfg.spec().function()
+        if isinstance(cfg, configs.WgmmaConfig):
+            cc = cp.cuda.Device().compute_capability
+            if not configs.wgmma_eligible(K, w.group_size, cc) or xq.data.ptr % 16:
+                raise ValueError(f"{cfg.name} needs an sm_90 GPU (this is sm_{cc}), group size "
+                                 f"32/64/128/256 (or K with K % 128 == 0) and 16-byte aligned "
+                                 f"activations; unset LQQ_FORCE_CONFIG")
+            # activations reach the kernel through a TMA tensor map, by value
+            args = (tma.rows_2d(xq.data.ptr, M, K, cfg.BN),) + tail
+            smem = cfg.smem_bytes()
+            if kernel.max_dynamic_shared_size_bytes < smem:
+                kernel.max_dynamic_shared_size_bytes = smem
+        else:
+            args = tail[:3] + (xq,) + tail[3:]
+            smem = cfg.smem_bytes(plan.kb_per_split) if isinstance(cfg, configs.DecodeConfig) else 0
+        kernel(plan.grid, (cfg.threads,), args, shared_mem=smem)
     return y

@@ -243,3 +243,21 @@ def test_torch_linear_wrapper_on_gpu():
     assert np.array_equal(y.cpu().numpy(), want)
     cpu = layer.to("cpu")                 # buffers move; the weight view follows
     assert np.array_equal(cpu(x.cpu()).numpy(), want)
+
+
+def _is_sm90():
+    return REASON is None and cp.cuda.Device().compute_capability == "90"
+
+
+@pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
+@pytest.mark.parametrize("cfg", configs.WGMMA_CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("N,K,G,splits", [(200, 512, 64, 1), (130, 192, 32, 1), (4096, 1024, 128, 3),
+                                          (256, 768, 256, 2), (192, 512, 512, 1)])
+def test_wgmma_kernel_exact(monkeypatch, cfg, N, K, G, splits):
+    rng = np.random.default_rng()
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_bn{cfg.BN}_st{cfg.STAGES}_s{splits}")
+    w = make_weight(rng, N, K, G, "search")
+    wg = w.to_gpu()
+    for M in (1, 17, cfg.BN, cfg.BN + 37):
+        check(rng, M, w, wg, np.int32)
+    check(rng, 100, w, wg, np.float16)

@@ -1,0 +1,41 @@
+"""Tensor maps for TMA (cuTensorMapEncodeTiled from libcuda through ctypes:
+CuPy has no binding). A map is 128 opaque bytes passed to the kernel by value."""
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import numpy as np
+
+_UINT8, _SWIZZLE_128B, _L2_128B, _OOB_ZERO, _NO_INTERLEAVE = 0, 3, 2, 0, 0
+MAP_DTYPE = np.dtype([("opaque", np.uint64, 16)], align=True)   # 128 bytes
+
+
+@functools.lru_cache(maxsize=1)
+def _encode_fn():
+    lib = ctypes.CDLL("libcuda.so.1")
+    fn = lib.cuTensorMapEncodeTiled
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p,
+                   ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64),
+                   ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32),
+                   ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    return fn
+
+
+def rows_2d(ptr: int, rows: int, row_bytes: int, box_rows: int, box_bytes: int = 128):
+    """Map of a row-major uint8 matrix [rows, row_bytes] read in boxes of
+    box_rows x box_bytes with 128-byte swizzle; rows past the end read as zeros.
+    Returns a size-1 structured array (CuPy passes it by value)."""
+    if ptr % 16 or row_bytes % 16:
+        raise ValueError("TMA needs a 16-byte aligned base and row stride")
+    out = np.zeros(1, MAP_DTYPE)
+    dims = (ctypes.c_uint64 * 2)(row_bytes, rows)
+    strides = (ctypes.c_uint64 * 1)(row_bytes)
+    box = (ctypes.c_uint32 * 2)(box_bytes, box_rows)
+    step = (ctypes.c_uint32 * 2)(1, 1)
+    err = _encode_fn()(out.ctypes.data, _UINT8, 2, ctypes.c_void_p(ptr), dims, strides, box, step,
+                       _NO_INTERLEAVE, _SWIZZLE_128B, _L2_128B, _OOB_ZERO)
+    if err:
+        raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {err}")
+    return out
