@@ -160,12 +160,15 @@ def plan(config, M: int, N: int, K: int, splits: int = 1) -> Plan:
     return Plan(config, splits, kb_per_split, (-(-Nb // config.RB), -(-M // config.BM), splits))
 
 
-def heuristic(M: int, N: int, K: int, sm_count: int) -> Plan:
+def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:
     """Few tokens (M <= 16): the decode kernel; K is split so that a CTA streams
     at most 32 k-blocks (2048 k) and there are at least four CTAs per SM (a sweep
     on the H100, benchmarks/tune_decode.py, RESULTS.md). Otherwise the general
     kernel: the smallest BM that covers M (at most 128), two slabs per CTA once
-    the grid is large anyway, split K to reach two CTAs per SM."""
+    the grid is large anyway, split K to reach two CTAs per SM. ``wgmma``: the
+    GPU and the weight can run the Hopper kernel (configs.wgmma_eligible), which
+    then takes every M > 16 (2.3-2.8x the mma.sync kernel at M >= 256 on the
+    H100, RESULTS.md)."""
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
     if M <= 16:
@@ -174,6 +177,13 @@ def heuristic(M: int, N: int, K: int, sm_count: int) -> Plan:
         ctas = -(-Nb // cfg.RB)
         splits = max(-(-Kb // 32), -(-4 * sm_count // ctas))
         return plan(cfg, M, N, K, min(splits, max(1, Kb // 4)))
+    if wgmma:
+        # Hopper: 64 or 128 tokens per CTA; split K until the grid covers the SMs
+        # (at least 4 128-wide k-blocks per split)
+        cfg = WgmmaConfig(64, 4) if M <= 64 else WgmmaConfig(128, 4)
+        ctas = -(-Nb // 2) * -(-M // cfg.BN)
+        splits = max(1, min(-(-sm_count // ctas), Kb // 8)) if ctas < sm_count else 1
+        return plan(cfg, M, N, K, splits)
     BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     tiles_m = -(-M // BM)
     RB = 2 if Nb * tiles_m >= 4 * sm_count else 1

@@ -69,7 +69,18 @@ def choose(M: int, N: int, K: int, group_size: int | None = None) -> configs.Pla
     tunes), else the heuristic."""
     from . import tune_cache
     return (configs.forced(M, N, K) or tune_cache.lookup(M, N, K, group_size)
-            or configs.heuristic(M, N, K, sm_count()))
+            or configs.heuristic(M, N, K, sm_count(), wgmma=_wgmma_ok(K, group_size)))
+
+
+def _wgmma_ok(K: int, group_size) -> bool:
+    """Whether the Hopper kernel can run this weight here (False when the GPU
+    cannot be asked, e.g. in CPU-only tests of the choice)."""
+    try:
+        import cupy as cp
+        cc = cp.cuda.Device().compute_capability
+    except Exception:  # noqa: BLE001 - no CuPy or no device: the portable kernels
+        return False
+    return group_size is not None and configs.wgmma_eligible(K, group_size, cc)
 
 
 def current_stream(stream, torch_input: bool):
@@ -120,10 +131,11 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         kernel = cfg.spec().function()
         if isinstance(cfg, configs.WgmmaConfig):
             cc = cp.cuda.Device().compute_capability
-            if not configs.wgmma_eligible(K, w.group_size, cc) or xq.data.ptr % 16:
-                raise ValueError(f"{cfg.name} needs an sm_90 GPU (this is sm_{cc}), group size "
-                                 f"32/64/128/256 (or K with K % 128 == 0) and 16-byte aligned "
-                                 f"activations; unset LQQ_FORCE_CONFIG")
+            if not configs.wgmma_eligible(K, w.group_size, cc):
+                raise ValueError(f"{cfg.name} needs an sm_90 GPU (this is sm_{cc}) and group size "
+                                 f"32/64/128/256 (or K with K % 128 == 0); unset LQQ_FORCE_CONFIG")
+            if xq.data.ptr % 16:              # TMA needs a 16-byte aligned base
+                xq = xq.copy()
             # activations reach the kernel through a TMA tensor map, by value
             args = (tma.rows_2d(xq.data.ptr, M, K, cfg.BN),) + tail
             smem = cfg.smem_bytes()
