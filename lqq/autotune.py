@@ -292,7 +292,9 @@ def autotune(shapes, ms=tune_cache.M_BUCKETS, group_size: int = 64, *, force: bo
             if key in have:
                 results.append({**have[key], "cached": True})
             else:
-                todo[(N, K, M)] = configs.candidates(M, N, K, device["sm_count"])
+                wgmma = configs.wgmma_eligible(
+                    K, group_size, str(device["compute_capability"]).replace(".", ""))
+                todo[(N, K, M)] = configs.candidates(M, N, K, device["sm_count"], wgmma)
     broken = {}
     if on_gpu and todo:
         cfgs = list(dict.fromkeys(p.config for plans in todo.values() for p in plans))

@@ -231,7 +231,8 @@ def forced(M: int, N: int, K: int):
 
 # ---------------------------------------------------------------- search space (autotune)
 
-SMEM_STATIC_MAX = 48 * 1024      # per CTA without the opt-in attribute lqq never sets
+SMEM_STATIC_MAX = 48 * 1024      # per CTA without the opt-in attribute (mma.sync kernels)
+SMEM_DYNAMIC_MAX = 232448        # sm_90 with the opt-in attribute (the wgmma kernels set it)
 REGFILE = 65536                  # 32-bit registers per SM (sm_80 and sm_90)
 REGS_MAX = 255                   # per thread; __launch_bounds__(THREADS, 1) lets ptxas use them
 GRID_YZ_MAX = 65535
@@ -242,7 +243,7 @@ MAX_WAVES = 8                    # no K split that makes the grid bigger than th
 
 def smem_bytes(p: Plan) -> int:
     cfg = p.config
-    if isinstance(cfg, DecodeConfig):
+    if isinstance(cfg, (DecodeConfig, WgmmaConfig)):
         return cfg.smem_bytes(p.kb_per_split)
     return 2 * cfg.BM * DecodeConfig.XROW        # double-buffered activation tile
 
@@ -255,20 +256,30 @@ def registers_lower_bound(cfg) -> int:
     return cfg.BM // 2 + ring + 32
 
 
+def registers_cap(cfg) -> int:
+    """Registers per thread the launch allows: __launch_bounds__(threads, 1)."""
+    return min(REGS_MAX, REGFILE // cfg.threads // 8 * 8)
+
+
 def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
     """None if ``p`` can launch correctly for (M, N, K), else the reason. Checked
     before anything is compiled; a compiled kernel that spills is refused later."""
     cfg = p.config
-    if cfg not in MMA_CONFIGS + DECODE_CONFIGS:
+    if cfg not in MMA_CONFIGS + DECODE_CONFIGS + WGMMA_CONFIGS:
         return f"{cfg} is not a config lqq ships"
-    if cfg.threads > 1024 or cfg.threads * REGS_MAX > REGFILE:
+    regs_ok = (cfg.threads <= 1024 and registers_cap(cfg) >= 24 if isinstance(cfg, WgmmaConfig)
+               else cfg.threads <= 1024 and cfg.threads * REGS_MAX <= REGFILE)
+    if not regs_ok:
         return f"{cfg.threads} threads do not fit one SM's registers"
-    if registers_lower_bound(cfg) > REGS_MAX:
-        return f"needs more than {REGS_MAX} registers per thread"
+    if registers_lower_bound(cfg) > registers_cap(cfg):
+        return f"needs more than {registers_cap(cfg)} registers per thread"
     if isinstance(cfg, DecodeConfig) and p.kb_per_split > cfg.KBMAX:
         return f"K slice of {p.kb_per_split} k-blocks > KBMAX={cfg.KBMAX}"
-    if smem_bytes(p) > SMEM_STATIC_MAX:
-        return f"{smem_bytes(p)} bytes of shared memory > {SMEM_STATIC_MAX}"
+    smem_max = SMEM_DYNAMIC_MAX if isinstance(cfg, WgmmaConfig) else SMEM_STATIC_MAX
+    if smem_bytes(p) > smem_max:
+        return f"{smem_bytes(p)} bytes of shared memory > {smem_max}"
+    if isinstance(cfg, WgmmaConfig) and p.kb_per_split % 2:
+        return "a wgmma split must hold whole 128-wide k-blocks"
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
     if p.splits < 1 or p.kb_per_split < 1 or not (
@@ -281,10 +292,11 @@ def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
     return None
 
 
-def candidates(M: int, N: int, K: int, sm_count: int) -> list[Plan]:
+def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> list[Plan]:
     """The legal plans autotune times for one shape, the heuristic's first.
     Decode kernels for M up to their BM; the general kernel with the BM that
-    covers M and the two below it; K splits from SPLITS (a decode kernel's
+    covers M and the two below it; with ``wgmma`` (configs.wgmma_eligible) the
+    Hopper kernels for M > 8; K splits from SPLITS (a decode kernel's
     minimum split is implied by KBMAX), none that leave a split under
     MIN_KB_PER_SPLIT k-blocks or grow the grid past MAX_WAVES waves."""
     out, seen = [], set()
@@ -294,10 +306,11 @@ def candidates(M: int, N: int, K: int, sm_count: int) -> list[Plan]:
             seen.add((p.config, p.splits))
             out.append(p)
 
-    add(heuristic(M, N, K, sm_count))
+    add(heuristic(M, N, K, sm_count, wgmma))
     cover = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     family = [c for c in DECODE_CONFIGS if c.BM >= M]
     family += [c for c in MMA_CONFIGS if cover // 4 <= c.BM <= cover]
+    family += list(WGMMA_CONFIGS) if wgmma and M > 8 else []
     for cfg in family:
         least = plan(cfg, M, N, K)          # the fewest splits the config allows
         add(least)

@@ -59,6 +59,8 @@ def plan_text(p) -> str:
     c = p.config
     if isinstance(c, configs.DecodeConfig):
         return f"decode_bm{c.BM}_rb{c.RB}_pf{c.PF}_s{p.splits}"
+    if isinstance(c, configs.WgmmaConfig):
+        return f"wgmma_bn{c.BN}_st{c.STAGES}_s{p.splits}"
     return f"mma_bm{c.BM}_rb{c.RB}_s{p.splits}"
 
 

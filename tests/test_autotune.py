@@ -252,7 +252,8 @@ def test_search_picks_the_cheapest_and_stores_every_timing():
     assert [r["m_bucket"] for r in rows] == [1, 4, 128]
     doc = json.loads(tune_cache.path_for(FAKE).read_text())
     for r in rows:
-        cands = configs.candidates(r["m_bucket"], 256, 512, FAKE["sm_count"])
+        cands = configs.candidates(r["m_bucket"], 256, 512, FAKE["sm_count"],
+                                   wgmma=True)          # FAKE is an sm_90 device
         best = min(cands, key=lambda p: cost(p, None))
         assert r["winner"] == tune_cache.plan_text(best) and not r["cached"]
         assert r["winner_ms"] == pytest.approx(cost(best, None))
@@ -513,3 +514,18 @@ def test_gpu_autotune_refuses_inside_capture():
                 lqq.autotune([(256, 512)], ms=[1])
         finally:
             stream.end_capture()
+
+
+def test_wgmma_candidates_only_where_eligible():
+    M, N, K = 256, 4096, 4096
+    plain = configs.candidates(M, N, K, 132)
+    hopper = configs.candidates(M, N, K, 132, wgmma=True)
+    assert not any(isinstance(p.config, configs.WgmmaConfig) for p in plain)
+    wg = [p for p in hopper if isinstance(p.config, configs.WgmmaConfig)]
+    assert wg and isinstance(hopper[0].config, configs.WgmmaConfig), "the heuristic comes first"
+    for p in wg:
+        assert configs.why_illegal(p, M, N, K) is None and p.kb_per_split % 2 == 0
+        text = tune_cache.plan_text(p)
+        assert text.startswith("wgmma_")
+    assert configs.wgmma_eligible(4096, 64, "90") and not configs.wgmma_eligible(4096, 64, "89")
+    assert not configs.wgmma_eligible(4160, 4160, "90") and configs.wgmma_eligible(4096, 4096, "90")
