@@ -144,9 +144,34 @@ def _torch_calls(kind, N, K, M):
     raise ValueError(kind)
 
 
+def portable_plan_text(M: int, N: int, K: int) -> str | None:
+    """LQQ_FORCE_CONFIG text of the sm_80 (mma.sync) heuristic's plan, to time
+    that path next to the Hopper kernel; None where it is what runs anyway."""
+    import cupy as cp
+
+    from lqq import configs, gpu_gemm, tune_cache
+    if cp.cuda.Device().compute_capability != "90":
+        return None
+    return tune_cache.plan_text(configs.heuristic(M, N, K, gpu_gemm.sm_count(), wgmma=False))
+
+
+def _forced(text, fn):
+    import os
+    old = os.environ.get("LQQ_FORCE_CONFIG")
+    os.environ["LQQ_FORCE_CONFIG"] = text
+    try:
+        return fn()
+    finally:
+        if old is None:
+            os.environ.pop("LQQ_FORCE_CONFIG", None)
+        else:
+            os.environ["LQQ_FORCE_CONFIG"] = old
+
+
 def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp8"),
         progress=None):
-    """List of result dicts, one per (shape, M)."""
+    """List of result dicts, one per (shape, M): lqq (GEMM alone, and with the
+    activation quantization), the mma.sync path on a Hopper GPU, and peers."""
     import cupy as cp
     rng = np.random.default_rng(0)
     try:
@@ -162,6 +187,10 @@ def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp
             row = {"layer": name if isinstance(name, str) else f"{N}x{K}", "N": N, "K": K, "M": M}
             calls, wbytes = _lqq_calls(N, K, M, rng, with_quant=False)
             row["lqq"] = time_calls(calls, reps, groups)
+            portable = portable_plan_text(M, N, K)
+            if portable:
+                row["mma_config"] = portable
+                row["mma"] = _forced(portable, lambda: time_calls(calls, reps, groups))
             calls, _ = _lqq_calls(N, K, M, rng, with_quant=True)
             row["lqq_q"] = time_calls(calls, reps, groups)
             del calls
@@ -183,7 +212,7 @@ def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp
             ops = 2.0 * M * N * K
             row["lqq_TOPs"] = ops / row["lqq"] * 1e-9
             row["lqq_TBps"] = wbytes / row["lqq"] * 1e-9
-            for peer in peers:
+            for peer in tuple(peers) + ("mma",):
                 if row.get(peer):
                     row[f"x_{peer}"] = row[peer] / row["lqq"]
             rows.append(row)
@@ -193,6 +222,8 @@ def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp
 
 
 def table(rows, peers=("fp16", "int8", "fp8")) -> str:
+    if any(r.get("mma") for r in rows):
+        peers = tuple(peers) + ("mma",)
     head = ("| layer | M | lqq ms | lqq+quant ms | TOP/s | weight TB/s | "
             + " | ".join(f"{p} ms | vs {p}" for p in peers) + " |")
     lines = [head, "|" + "---|" * (6 + 2 * len(peers))]

@@ -102,14 +102,14 @@ DECODE_CONFIGS = tuple(DecodeConfig(bm, rb, pf) for bm in (8, 16) for rb in (1, 
 @dataclass(frozen=True)
 class WgmmaConfig:
     """Hopper (sm_90a) GEMM: a producer warpgroup and two consumer warpgroups
-    (two 64-row slabs), BN tokens per CTA (the wgmma N), a STAGES-deep ring of
-    128-wide k-blocks."""
+    (two 64-row slabs), BN tokens per tile (the wgmma N), a STAGES-deep ring of
+    128-wide k-blocks, on a persistent stream-K grid (any number of CTAs)."""
     BN: int
     STAGES: int
     RB = 2
 
     @property
-    def BM(self) -> int:             # tokens per CTA, as the other families call it
+    def BM(self) -> int:             # tokens per tile, as the other families call it
         return self.BN
 
     @property
@@ -120,15 +120,41 @@ class WgmmaConfig:
     def threads(self) -> int:
         return 384
 
+    @property
+    def REGS(self) -> tuple:
+        """setmaxnreg (producer, consumer) for wide tiles, whose BN/2 accumulators
+        plus two 16-register A banks need more than the 168 an even split gives:
+        40 x 128 + 232 x 256 = 168 x 384 (HOPPER.md)."""
+        return (40, 232) if self.BN >= 128 else ()
+
+    @property
+    def MINB(self) -> int:
+        """CTAs per SM the kernel is compiled for: two for the narrowest tiles (decode
+        wants more stages in flight per SM), else one."""
+        return 2 if self.BN <= 16 else 1
+
+    def stage_bytes(self) -> int:
+        return self.BN * 128 + 2 * 4096 + 2 * 512
+
     def smem_bytes(self, kb_per_split: int = 0) -> int:
-        return self.STAGES * (self.BN * 128 + 2 * 4096 + 2 * 512) + 1024   # + alignment slack
+        return self.STAGES * self.stage_bytes() + 1024          # + alignment slack
 
     def spec(self) -> KernelSpec:
-        return KernelSpec(self.name, "gemm_wgmma_sm90.cu.j2", {"BN": self.BN, "STAGES": self.STAGES},
+        return KernelSpec(self.name, "gemm_wgmma_sm90.cu.j2",
+                          {"BN": self.BN, "STAGES": self.STAGES, "REGS": self.REGS,
+                           "MINB": self.MINB},
                           family="gemm_wgmma_sm90", archs=("sm_90a",))
 
 
-WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in ((64, 4), (128, 4)))
+WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
+    (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (256, 4)))
+
+
+def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
+    """(tiles, 128-wide k-blocks per tile) of the stream-K work split."""
+    Nb = -(-N // packing.ROW_BLOCK)
+    Q = -(-K // packing.K_ALIGN)
+    return -(-Nb // 2) * -(-M // cfg.BN), Q
 
 
 def wgmma_eligible(K: int, group_size: int, compute_capability: str) -> bool:
@@ -147,17 +173,34 @@ class Plan:
     grid: tuple
 
 
-def plan(config, M: int, N: int, K: int, splits: int = 1) -> Plan:
+def plan(config, M: int, N: int, K: int, splits: int = 1, ctas: int | None = None) -> Plan:
+    """The launch of ``config`` for (M, N, K). K is cut into ``splits`` slices;
+    the Hopper kernel instead takes ``ctas`` (its persistent grid; default one
+    CTA per tile times ``splits``), never more than it has units of work, and
+    reports the splits and k-blocks per CTA that come out of it."""
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
     splits = max(1, splits)
+    if isinstance(config, WgmmaConfig):
+        tiles, Q = wgmma_units(config, M, N, K)
+        P = max(1, min(tiles * Q, ctas if ctas else tiles * splits))
+        per_cta = -(-tiles * Q // P)
+        return Plan(config, -(-P // tiles), 2 * per_cta, (P, 1, 1))
     if isinstance(config, DecodeConfig):
         splits = max(splits, -(-Kb // config.KBMAX))
     kb_per_split = -(-Kb // splits)
-    if isinstance(config, WgmmaConfig):
-        kb_per_split += kb_per_split % 2     # whole 128-wide k-blocks per split
     splits = -(-Kb // kb_per_split)           # no empty split
     return Plan(config, splits, kb_per_split, (-(-Nb // config.RB), -(-M // config.BM), splits))
+
+
+def wgmma_for(M: int) -> WgmmaConfig:
+    """The Hopper config for M tokens: the narrowest tile that covers M, up to
+    128 tokens; 256 from M = 1024, where the wider B tile halves the weight
+    fragments each token pays for."""
+    if M >= 1024:
+        return WgmmaConfig(256, 4)
+    bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
+    return WgmmaConfig(bn, 8 if bn <= 32 else (8 if bn == 64 else 6))
 
 
 def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:
@@ -167,23 +210,20 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
     kernel: the smallest BM that covers M (at most 128), two slabs per CTA once
     the grid is large anyway, split K to reach two CTAs per SM. ``wgmma``: the
     GPU and the weight can run the Hopper kernel (configs.wgmma_eligible), which
-    then takes every M > 16 (2.3-2.8x the mma.sync kernel at M >= 256 on the
-    H100, RESULTS.md)."""
+    then takes every M on a persistent stream-K grid of one wave (configs
+    wgmma_for picks the tile; RESULTS.md has the measurements)."""
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
-    if M <= 16:
+    if M <= 16 and not wgmma:
         # two slabs per CTA paid off only for 16 tokens on wide layers
         cfg = DecodeConfig(8, 1, 4) if M <= 8 else DecodeConfig(16, 2 if Nb >= 2 * sm_count else 1, 4)
         ctas = -(-Nb // cfg.RB)
         splits = max(-(-Kb // 32), -(-4 * sm_count // ctas))
         return plan(cfg, M, N, K, min(splits, max(1, Kb // 4)))
     if wgmma:
-        # Hopper: 64 or 128 tokens per CTA; split K until the grid covers the SMs
-        # (at least 4 128-wide k-blocks per split)
-        cfg = WgmmaConfig(64, 4) if M <= 64 else WgmmaConfig(128, 4)
-        ctas = -(-Nb // 2) * -(-M // cfg.BN)
-        splits = max(1, min(-(-sm_count // ctas), Kb // 8)) if ctas < sm_count else 1
-        return plan(cfg, M, N, K, splits)
+        # Hopper: a persistent stream-K grid of as many CTAs as fit at once
+        cfg = wgmma_for(M)
+        return plan(cfg, M, N, K, ctas=sm_count * cfg.MINB)
     BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     tiles_m = -(-M // BM)
     RB = 2 if Nb * tiles_m >= 4 * sm_count else 1
@@ -193,7 +233,8 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
 
 
 def _parse_forced(text: str):
-    """"bm32_rb1", "mma_bm32_rb2_s4" or "decode_bm8_rb1_pf4_s8" -> (config, splits)."""
+    """"bm32_rb1", "mma_bm32_rb2_s4", "decode_bm8_rb1_pf4_s8" or
+    "wgmma_bn128_st6_c132" (c: CTAs of the persistent grid) -> (config, splits, ctas)."""
     parts = text.lower().split("_")
     family = parts.pop(0) if parts and parts[0] in ("mma", "decode", "wgmma") else "mma"
     fields = {}
@@ -201,6 +242,7 @@ def _parse_forced(text: str):
         key = part.rstrip("0123456789")
         fields[key] = int(part[len(key):])
     splits = fields.pop("s", 1)
+    ctas = fields.pop("c", None) if family == "wgmma" else None
     if family == "decode":
         cfg = DecodeConfig(fields.pop("bm"), fields.pop("rb"), fields.pop("pf"))
         legal = DECODE_CONFIGS
@@ -210,9 +252,9 @@ def _parse_forced(text: str):
     else:
         cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))
         legal = MMA_CONFIGS
-    if fields or cfg not in legal:
+    if fields or cfg not in legal or splits < 1 or (ctas is not None and ctas < 1):
         raise KeyError(cfg)
-    return cfg, splits
+    return cfg, splits, ctas
 
 
 def forced(M: int, N: int, K: int):
@@ -221,12 +263,12 @@ def forced(M: int, N: int, K: int):
     if not text:
         return None
     try:
-        cfg, splits = _parse_forced(text)
+        cfg, splits, ctas = _parse_forced(text)
     except (KeyError, ValueError, IndexError):
         raise ValueError(f"LQQ_FORCE_CONFIG={text!r} is not a config lqq has; write e.g. "
-                         f"mma_bm32_rb1, mma_bm8_rb2_s4 or decode_bm8_rb1_pf4_s8 (`lqq kernels` "
-                         f"lists them)") from None
-    return plan(cfg, M, N, K, splits)
+                         f"mma_bm32_rb1, mma_bm8_rb2_s4, decode_bm8_rb1_pf4_s8 or "
+                         f"wgmma_bn128_st6_c132 (`lqq kernels` lists them)") from None
+    return plan(cfg, M, N, K, splits, ctas)
 
 
 # ---------------------------------------------------------------- search space (autotune)
@@ -251,14 +293,21 @@ def smem_bytes(p: Plan) -> int:
 def registers_lower_bound(cfg) -> int:
     """Registers a thread must hold live: BM/2 int32 accumulators (16 rows x BM
     tokens per warp), the decode kernel's PF-deep ring of weights and group
-    parameters (8 words a stage), and ~32 for addresses and A fragments."""
+    parameters (8 words a stage) or the Hopper kernel's two 16-register A
+    banks, and ~24-32 for addresses and A fragments."""
+    if isinstance(cfg, WgmmaConfig):
+        return cfg.BN // 2 + 32 + 24
     ring = 8 * cfg.PF if isinstance(cfg, DecodeConfig) else 8
     return cfg.BM // 2 + ring + 32
 
 
 def registers_cap(cfg) -> int:
-    """Registers per thread the launch allows: __launch_bounds__(threads, 1)."""
-    return min(REGS_MAX, REGFILE // cfg.threads // 8 * 8)
+    """Registers per thread the launch allows: __launch_bounds__(threads, MINB),
+    or a consumer's setmaxnreg."""
+    if isinstance(cfg, WgmmaConfig) and cfg.REGS:
+        return cfg.REGS[1]
+    minb = cfg.MINB if isinstance(cfg, WgmmaConfig) else 1
+    return min(REGS_MAX, REGFILE // (cfg.threads * minb) // 8 * 8)
 
 
 def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
@@ -278,10 +327,14 @@ def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
     smem_max = SMEM_DYNAMIC_MAX if isinstance(cfg, WgmmaConfig) else SMEM_STATIC_MAX
     if smem_bytes(p) > smem_max:
         return f"{smem_bytes(p)} bytes of shared memory > {smem_max}"
-    if isinstance(cfg, WgmmaConfig) and p.kb_per_split % 2:
-        return "a wgmma split must hold whole 128-wide k-blocks"
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
+    if isinstance(cfg, WgmmaConfig):
+        tiles, Q = wgmma_units(cfg, M, N, K)
+        P = p.grid[0]
+        if p.grid[1:] != (1, 1) or not 1 <= P <= tiles * Q:
+            return f"grid {p.grid}: the persistent grid is 1 to {tiles * Q} CTAs in x"
+        return None
     if p.splits < 1 or p.kb_per_split < 1 or not (
             (p.splits - 1) * p.kb_per_split < Kb <= p.splits * p.kb_per_split):
         return f"{p.splits} splits of {p.kb_per_split} k-blocks do not tile {Kb} k-blocks"
@@ -295,22 +348,32 @@ def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
 def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> list[Plan]:
     """The legal plans autotune times for one shape, the heuristic's first.
     Decode kernels for M up to their BM; the general kernel with the BM that
-    covers M and the two below it; with ``wgmma`` (configs.wgmma_eligible) the
-    Hopper kernels for M > 8; K splits from SPLITS (a decode kernel's
+    covers M and the two below it; K splits from SPLITS (a decode kernel's
     minimum split is implied by KBMAX), none that leave a split under
-    MIN_KB_PER_SPLIT k-blocks or grow the grid past MAX_WAVES waves."""
+    MIN_KB_PER_SPLIT k-blocks or grow the grid past MAX_WAVES waves. With
+    ``wgmma`` (configs.wgmma_eligible) the Hopper configs whose tile is within
+    a factor of four of M, on one or two waves of CTAs or one CTA per tile;
+    the sm_80 families then only for M <= 16."""
     out, seen = [], set()
 
     def add(p: Plan):
-        if (p.config, p.splits) not in seen and why_illegal(p, M, N, K) is None:
-            seen.add((p.config, p.splits))
+        key = (p.config, p.grid) if isinstance(p.config, WgmmaConfig) else (p.config, p.splits)
+        if key not in seen and why_illegal(p, M, N, K) is None:
+            seen.add(key)
             out.append(p)
 
     add(heuristic(M, N, K, sm_count, wgmma))
+    if wgmma:
+        for cfg in WGMMA_CONFIGS:
+            if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == wgmma_for(M):
+                tiles, _ = wgmma_units(cfg, M, N, K)
+                for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles):
+                    add(plan(cfg, M, N, K, ctas=ctas))
+        if M > 16:
+            return out
     cover = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     family = [c for c in DECODE_CONFIGS if c.BM >= M]
     family += [c for c in MMA_CONFIGS if cover // 4 <= c.BM <= cover]
-    family += list(WGMMA_CONFIGS) if wgmma and M > 8 else []
     for cfg in family:
         least = plan(cfg, M, N, K)          # the fewest splits the config allows
         add(least)

@@ -60,7 +60,7 @@ def plan_text(p) -> str:
     if isinstance(c, configs.DecodeConfig):
         return f"decode_bm{c.BM}_rb{c.RB}_pf{c.PF}_s{p.splits}"
     if isinstance(c, configs.WgmmaConfig):
-        return f"wgmma_bn{c.BN}_st{c.STAGES}_s{p.splits}"
+        return f"wgmma_bn{c.BN}_st{c.STAGES}_c{p.grid[0]}"
     return f"mma_bm{c.BM}_rb{c.RB}_s{p.splits}"
 
 
@@ -223,12 +223,11 @@ class _Index:
         self.path, self.version = path, version
         self.checked = time.monotonic()
         self.memo: dict = {}
-        self.by_shape: dict = {}         # (N, K, bucket) -> {group size: (config, splits)}
+        self.by_shape: dict = {}         # (N, K, bucket) -> {group size: (config, splits, ctas)}
         from . import configs
         for e in entries.values():
-            cfg, splits = configs._parse_forced(e["winner"])
             self.by_shape.setdefault((e["N"], e["K"], e["m_bucket"]), {})[e["group_size"]] = (
-                cfg, splits)
+                configs._parse_forced(e["winner"]))
 
     def resolve(self, M, N, K, group_size):
         from . import configs
@@ -239,8 +238,8 @@ class _Index:
             group_size = 64 if 64 in per else min(per)
         if group_size not in per:
             return None
-        cfg, splits = per[group_size]
-        p = configs.plan(cfg, M, N, K, splits)
+        cfg, splits, ctas = per[group_size]
+        p = configs.plan(cfg, M, N, K, splits, ctas)
         return None if configs.why_illegal(p, M, N, K) else p
 
 

@@ -251,13 +251,40 @@ def _is_sm90():
 
 @pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
 @pytest.mark.parametrize("cfg", configs.WGMMA_CONFIGS, ids=lambda c: c.name)
-@pytest.mark.parametrize("N,K,G,splits", [(200, 512, 64, 1), (130, 192, 32, 1), (4096, 1024, 128, 3),
-                                          (256, 768, 256, 2), (192, 512, 512, 1)])
-def test_wgmma_kernel_exact(monkeypatch, cfg, N, K, G, splits):
+@pytest.mark.parametrize("N,K,G,grid", [(200, 512, 64, "s1"), (130, 192, 32, "c5"),
+                                        (4096, 1024, 128, "s3"), (256, 768, 256, "c1"),
+                                        (192, 512, 512, "c100000"), (300, 2048, 64, "c7"),
+                                        (100, 64, 64, "s1")])
+def test_wgmma_kernel_exact(monkeypatch, cfg, N, K, G, grid):
+    """Every Hopper config on one CTA per tile, K split per tile (s3), and
+    stream-K grids from one CTA for everything (c1) to one unit per CTA."""
     rng = np.random.default_rng()
-    monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_bn{cfg.BN}_st{cfg.STAGES}_s{splits}")
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_bn{cfg.BN}_st{cfg.STAGES}_{grid}")
     w = make_weight(rng, N, K, G, "search")
     wg = w.to_gpu()
     for M in (1, 17, cfg.BN, cfg.BN + 37):
         check(rng, M, w, wg, np.int32)
     check(rng, 100, w, wg, np.float16)
+
+
+@pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
+@pytest.mark.parametrize("M,N,K,G", [(1, 8192, 28672, 64), (16, 4096, 14336, 128),
+                                     (300, 1024, 28672, 32), (1024, 6144, 4096, 64)])
+def test_wgmma_heuristic_large_k_and_repeatable(M, N, K, G):
+    """The default Hopper plans on long K (stream-K across tiles), bit-exact
+    and identical over repeated launches (a change between runs is a race)."""
+    rng = np.random.default_rng()
+    W = rng.standard_normal((N, K)).astype(np.float32)
+    w = lqq.quantize_weight(W, G, "round")
+    wg = w.to_gpu()
+    X = rng.standard_normal((M, K)).astype(np.float16)
+    x8, xs = lqq.quantize_activation(X)
+    want = reference.gemm(x8, xs, w, None, np.int32)
+    xg = cp.asarray(X)
+    first = None
+    for _ in range(3):
+        out = poisoned((M, N), np.int32)
+        got = cp.asnumpy(lqq.gemm(xg, wg, out=out))
+        assert np.array_equal(got, want)
+        first = got if first is None else first
+        assert np.array_equal(got, first)

@@ -88,6 +88,53 @@ def test_heuristic_plans_are_legal(M, N, K, sms):
     assert p.config in configs.MMA_CONFIGS + configs.DECODE_CONFIGS
 
 
+@pytest.mark.parametrize("M,N,K", SHAPES)
+@pytest.mark.parametrize("sms", [1, 78, 132])
+def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
+    p = configs.heuristic(M, N, K, sms, wgmma=True)
+    assert isinstance(p.config, configs.WgmmaConfig) and p.config in configs.WGMMA_CONFIGS
+    assert configs.why_illegal(p, M, N, K) is None
+    tiles, Q = configs.wgmma_units(p.config, M, N, K)
+    assert p.grid == (min(sms * p.config.MINB, tiles * Q), 1, 1), "one wave, never an idle CTA"
+    assert p.config.BN >= min(M, 128), "one tile covers the tokens up to 128"
+
+
+def _streamk_model(U: int, P: int, Q: int):
+    """The kernel's stream-K bookkeeping (streamk.j2) in Python: per tile, the
+    (CTA, slot) partial sums the last contributor adds, and which CTAs store."""
+    start = lambda p: U * p // P                       # noqa: E731
+    owner = lambda u: ((u + 1) * P - 1) // U           # noqa: E731
+    stores, covered = {}, [0] * U
+    for p in range(P):
+        lo = start(p)
+        while lo < start(p + 1):
+            tile = lo // Q
+            hi = min(start(p + 1), (tile + 1) * Q)
+            for u in range(lo, hi):
+                covered[u] += 1
+            if hi - lo < Q:
+                slot = 0 if start(p) >= tile * Q else 1
+                assert (p, slot) not in stores, "a slot holds one segment per launch"
+                stores[(p, slot)] = (tile, lo, hi)
+            lo = hi
+    assert covered == [1] * U, "every unit exactly once"
+    for tile in range(U // Q):
+        first, last = owner(tile * Q), owner(tile * Q + Q - 1)
+        parts = [(q, 0 if start(q) >= tile * Q else 1) for q in range(first, last + 1)]
+        if len(parts) > 1:
+            spans = sorted(stores[qs][1:] for qs in parts)
+            assert all(stores[qs][0] == tile for qs in parts)
+            assert spans[0][0] == tile * Q and spans[-1][1] == tile * Q + Q
+            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), "partials tile the k range"
+    return stores
+
+
+@pytest.mark.parametrize("tiles,Q,P", [(1, 1, 1), (32, 32, 264), (1024, 32, 132), (7, 3, 21),
+                                       (5, 64, 3), (3, 7, 20), (448, 64, 132), (2, 5, 9)])
+def test_streamk_partition_covers_every_unit_once(tiles, Q, P):
+    _streamk_model(tiles * Q, P, Q)
+
+
 def test_forced_config_parsing(monkeypatch):
     monkeypatch.setenv("LQQ_FORCE_CONFIG", "decode_bm16_rb2_pf8_s4")
     p = configs.forced(5, 4096, 4096)
@@ -95,10 +142,15 @@ def test_forced_config_parsing(monkeypatch):
     monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn128_st4_s3")
     p = configs.forced(100, 4096, 4096)
     assert p.config == configs.WgmmaConfig(128, 4) and p.kb_per_split % 2 == 0
-    assert p.grid == (32, 1, p.splits)
+    assert p.grid == (96, 1, 1), "32 tiles of 128 rows x 128 tokens, each split in 3"
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn16_st8_c7")
+    assert configs.forced(3, 4096, 4096).grid == (7, 1, 1)
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn16_st8_c100000")
+    assert configs.forced(3, 4096, 4096).grid == (32 * 32, 1, 1), "no more CTAs than units"
     monkeypatch.setenv("LQQ_FORCE_CONFIG", "bm32_rb1")
     assert configs.forced(5, 4096, 4096).config == configs.MmaConfig(32, 1)
-    for bad in ("bm7_rb1", "decode_bm8_rb1", "mma_bm32_rb1_x2", "hello"):
+    for bad in ("bm7_rb1", "decode_bm8_rb1", "mma_bm32_rb1_x2", "hello", "wgmma_bn16_st8_c0",
+                "wgmma_bn24_st8", "mma_bm32_rb1_c4"):
         monkeypatch.setenv("LQQ_FORCE_CONFIG", bad)
         with pytest.raises(ValueError, match="LQQ_FORCE_CONFIG"):
             configs.forced(5, 4096, 4096)
