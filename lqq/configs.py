@@ -147,7 +147,7 @@ class WgmmaConfig:
 
 
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
-    (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (256, 4)))
+    (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (256, 4), (256, 5)))
 
 
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
@@ -193,14 +193,28 @@ def plan(config, M: int, N: int, K: int, splits: int = 1, ctas: int | None = Non
     return Plan(config, splits, kb_per_split, (-(-Nb // config.RB), -(-M // config.BM), splits))
 
 
-def wgmma_for(M: int) -> WgmmaConfig:
-    """The Hopper config for M tokens: the narrowest tile that covers M, up to
-    128 tokens; 256 from M = 1024, where the wider B tile halves the weight
-    fragments each token pays for."""
-    if M >= 1024:
-        return WgmmaConfig(256, 4)
+def wgmma_for(M: int, N: int) -> WgmmaConfig:
+    """The Hopper config for M tokens: the narrowest tile that covers M up to
+    128 tokens, 256 once M >= 1024, or M >= 256 on wide layers (N >= 8192),
+    where the wider B tile halves the weight traffic per token (probe on the
+    H100, RESULTS.md)."""
+    if M >= 1024 or (M >= 256 and N >= 8192):
+        return WgmmaConfig(256, 5)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
-    return WgmmaConfig(bn, 8 if bn <= 32 else (8 if bn == 64 else 6))
+    return WgmmaConfig(bn, 8 if bn <= 64 else 6)
+
+
+def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
+    """CTAs for the persistent grid: one per tile when the tiles fill whole
+    waves nearly evenly (stream-K's partial sums then cost more than the idle
+    SMs: 0.055 vs 0.071 ms for 128 tiles on 132 SMs), else one wave split
+    stream-K (0.105 vs 0.117 ms for 448 decode tiles on 264 slots)."""
+    tiles, Q = wgmma_units(cfg, M, N, K)
+    slots = sm_count * cfg.MINB
+    waves = tiles / slots
+    if waves >= 0.9 and -(-tiles // slots) / waves <= 1.08:
+        return tiles
+    return min(slots, tiles * Q)
 
 
 def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:
@@ -222,8 +236,8 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
         return plan(cfg, M, N, K, min(splits, max(1, Kb // 4)))
     if wgmma:
         # Hopper: a persistent stream-K grid of as many CTAs as fit at once
-        cfg = wgmma_for(M)
-        return plan(cfg, M, N, K, ctas=sm_count * cfg.MINB)
+        cfg = wgmma_for(M, N)
+        return plan(cfg, M, N, K, ctas=wgmma_grid(cfg, M, N, K, sm_count))
     BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     tiles_m = -(-M // BM)
     RB = 2 if Nb * tiles_m >= 4 * sm_count else 1
@@ -365,7 +379,7 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
     add(heuristic(M, N, K, sm_count, wgmma))
     if wgmma:
         for cfg in WGMMA_CONFIGS:
-            if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == wgmma_for(M):
+            if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == wgmma_for(M, N):
                 tiles, _ = wgmma_units(cfg, M, N, K)
                 for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles):
                     add(plan(cfg, M, N, K, ctas=ctas))
