@@ -7,20 +7,29 @@
 #   BENCH_M=1,16,64 BENCH_LAYERS="8B" benchmarks/gpu_check.sh   # a shorter benchmark
 #   BENCH=0 benchmarks/gpu_check.sh                              # no benchmark
 #   TUNE_M=1,16 benchmarks/gpu_check.sh                          # a shorter autotune
+#   STEPS="bench" benchmarks/gpu_check.sh                          # some steps only (default:
+#                                           tests sanitizer examples autotune bench)
 set -uo pipefail
 OUT=${OUT:-/tmp/lqq-gpu-check}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export LQQ_CACHE_DIR=${LQQ_CACHE_DIR:-$OUT/cache}
 PY=${PYTHON:-python3}
+STEPS=" ${STEPS:-tests sanitizer examples autotune bench} "
+[ "${BENCH:-1}" = 0 ] && STEPS=${STEPS/ bench / }
+step() { [[ "$STEPS" == *" $1 "* ]]; }
 status=()
 
 $PY -m lqq info | tee "$OUT/info.txt"
 
+if step tests; then
 $PY -m pytest -q -p no:cacheprovider -m "not slow" tests 2>&1 | tee "$OUT/tests.txt"
 status+=("tests: $(tail -n 1 "$OUT/tests.txt")")
+fi
 
-if command -v compute-sanitizer >/dev/null; then
+if ! step sanitizer; then
+  :
+elif command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 $PY benchmarks/sanitize_case.py \
       > "$OUT/sanitizer-$tool.txt" 2>&1
@@ -30,13 +39,16 @@ else
   status+=("compute-sanitizer: not found")
 fi
 
+if step examples; then
 for ex in numpy_interop torch_interop; do
   (cd examples && $PY $ex.py) > "$OUT/example-$ex.txt" 2>&1
   status+=("example $ex: exit $?")
 done
 (cd examples && $PY llama_block.py) > "$OUT/llama_block.md" 2>&1
 status+=("example llama_block: exit $?")
+fi
 
+if step autotune; then
 $PY -m lqq autotune --model Llama-3-8B --m "${TUNE_M:-1,16,64,256}" --json > "$OUT/autotune.json" \
   2> "$OUT/autotune.err"
 status+=("autotune Llama-3-8B: exit $?")
@@ -44,8 +56,9 @@ $PY -c "import json; [print(r['N'], r['K'], 'M', r['m_bucket'], r['winner'], 'x%
   > "$OUT/autotune.txt" 2>> "$OUT/autotune.err"
 $PY benchmarks/first_call.py > "$OUT/first_call.txt" 2>&1
 status+=("first call: $(tr '\n' ';' < "$OUT/first_call.txt")")
+fi
 
-if [ "${BENCH:-1}" != 0 ]; then
+if step bench; then
 $PY -m lqq bench --m "${BENCH_M:-1,16,64,256,1024,4096}" ${BENCH_LAYERS:+--layers $BENCH_LAYERS} \
   --groups "${BENCH_GROUPS:-7}" --json > "$OUT/bench.json" 2> "$OUT/bench.err"
 status+=("bench: exit $?")
@@ -56,6 +69,6 @@ fi
 echo
 echo "== summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1), commit ${LQQ_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)})"
 printf '%s\n' "${status[@]}"
-echo; echo "autotune (tuned vs heuristic):"; cat "$OUT/autotune.txt"
-echo; echo "llama_block (one Llama-3-8B layer's linears):"; cat "$OUT/llama_block.md"
+[ -f "$OUT/autotune.txt" ] && { echo; echo "autotune (tuned vs heuristic):"; cat "$OUT/autotune.txt"; }
+[ -f "$OUT/llama_block.md" ] && { echo; echo "llama_block (one Llama-3-8B layer's linears):"; cat "$OUT/llama_block.md"; }
 [ -f "$OUT/bench.md" ] && { echo; cat "$OUT/bench.md"; }

@@ -99,6 +99,8 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     assert p.grid[0] in (tiles, min(slots, tiles * Q)), "one CTA per tile, or one wave of stream-K"
     if p.grid[0] == tiles and tiles > slots:
         assert -(-tiles // slots) * slots <= 1.08 * tiles, "whole waves, nearly"
+    if p.grid[0] == tiles and tiles * Q > slots:
+        assert tiles >= 0.8 * slots, "stream-K when one CTA per tile leaves SMs idle"
     assert p.config.BN >= min(M, 128), "one tile covers the tokens up to 128"
 
 
