@@ -360,11 +360,12 @@ def test_choose_forced_then_cached_then_heuristic(monkeypatch):
     monkeypatch.setitem(tune_cache._fingerprints, 0, FAKE)
     monkeypatch.setattr(gpu_gemm, "sm_count", lambda: 132)
     M, N, K = 16, 4096, 4096
-    assert gpu_gemm.choose(M, N, K, 64) == configs.heuristic(M, N, K, 132)
+    hopper = gpu_gemm._wgmma_ok(K, 64)        # True on an H100: the heuristic is the Hopper one
+    assert gpu_gemm.choose(M, N, K, 64) == configs.heuristic(M, N, K, 132, hopper)
     tune_cache.store(entry(winner="mma_bm16_rb2_s4"), FAKE)
     assert gpu_gemm.choose(M, N, K, 64) == configs.plan(configs.MmaConfig(16, 2), M, N, K, 4)
     assert gpu_gemm.choose(M, N, K) == configs.plan(configs.MmaConfig(16, 2), M, N, K, 4)
-    assert gpu_gemm.choose(M, N, K, 128) == configs.heuristic(M, N, K, 132)
+    assert gpu_gemm.choose(M, N, K, 128) == configs.heuristic(M, N, K, 132, hopper)
     monkeypatch.setenv("LQQ_FORCE_CONFIG", "decode_bm16_rb1_pf8_s2")
     assert gpu_gemm.choose(M, N, K, 64).config == configs.DecodeConfig(16, 1, 8)
 
@@ -376,7 +377,8 @@ def test_a_broken_cache_never_breaks_choose(monkeypatch):
     monkeypatch.setattr(gpu_gemm, "sm_count", lambda: 132)
     monkeypatch.setattr(tune_cache, "_warned", set())
     with pytest.warns(RuntimeWarning, match="heuristic"):
-        assert gpu_gemm.choose(1, 4096, 4096, 64) == configs.heuristic(1, 4096, 4096, 132)
+        assert gpu_gemm.choose(1, 4096, 4096, 64) == configs.heuristic(
+            1, 4096, 4096, 132, gpu_gemm._wgmma_ok(4096, 64))
 
 
 # ---------------------------------------------------------------- model presets
@@ -493,7 +495,8 @@ def test_gpu_autotune_then_gemm_uses_the_winner(M):
     device = tune_cache.device_fingerprint()
     assert device["sm_count"] > 0 and device["template_hash"]
     p = tune_cache.lookup(M, 320, 1024, 64)
-    assert tune_cache.plan_text(p) == r["winner"]
+    cfg, splits, ctas = configs._parse_forced(r["winner"])   # timed at the bucket's M
+    assert p == configs.plan(cfg, M, 320, 1024, splits, ctas)
     assert gpu_gemm.choose(M, 320, 1024, 64) == p
     rng = np.random.default_rng()
     w = lqq.quantize_weight(rng.standard_normal((320, 1024)).astype(np.float32), 64, "round")
