@@ -218,6 +218,13 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     return min(slots, tiles * Q)
 
 
+# Up to this many weights, decode (M <= 16) stays on the mma.sync decode kernel
+# on Hopper too: 4096 x 4096 at M = 1 took 0.0100 ms there against 0.0123 ms
+# on the wgmma kernel (autotune: 1.14x at M = 16); from 6144 x 4096 up the
+# wgmma kernel is as fast or faster (RESULTS.md, 2026-11-23).
+SMALL_DECODE = 4096 * 4096
+
+
 def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:
     """Few tokens (M <= 16): the decode kernel; K is split so that a CTA streams
     at most 32 k-blocks (2048 k) and there are at least four CTAs per SM (a sweep
@@ -225,11 +232,12 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
     kernel: the smallest BM that covers M (at most 128), two slabs per CTA once
     the grid is large anyway, split K to reach two CTAs per SM. ``wgmma``: the
     GPU and the weight can run the Hopper kernel (configs.wgmma_eligible), which
-    then takes every M on a persistent stream-K grid of one wave (configs
-    wgmma_for picks the tile; RESULTS.md has the measurements)."""
+    then takes every M (but decode of layers up to SMALL_DECODE weights) on a
+    persistent grid (wgmma_for picks the tile, wgmma_grid the CTAs; RESULTS.md
+    has the measurements)."""
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
-    if M <= 16 and not wgmma:
+    if M <= 16 and (not wgmma or N * K <= SMALL_DECODE):
         # two slabs per CTA paid off only for 16 tokens on wide layers
         cfg = DecodeConfig(8, 1, 4) if M <= 8 else DecodeConfig(16, 2 if Nb >= 2 * sm_count else 1, 4)
         ctas = -(-Nb // cfg.RB)
