@@ -101,12 +101,17 @@ DECODE_CONFIGS = tuple(DecodeConfig(bm, rb, pf) for bm in (8, 16) for rb in (1, 
 
 @dataclass(frozen=True)
 class WgmmaConfig:
-    """Hopper (sm_90a) GEMM: a producer warpgroup and two consumer warpgroups
-    (two 64-row slabs), BN tokens per tile (the wgmma N), a STAGES-deep ring of
-    128-wide k-blocks, on a persistent stream-K grid (any number of CTAs)."""
+    """Hopper (sm_90a) GEMM: a producer warpgroup and C consumer warpgroups (C
+    64-row slabs per tile), BN tokens per tile (the wgmma N), a STAGES-deep
+    ring of 128-wide k-blocks, on a persistent stream-K grid (any number of
+    CTAs)."""
     BN: int
     STAGES: int
-    RB = 2
+    C: int = 2
+
+    @property
+    def RB(self) -> int:             # 64-row slabs per tile, as the other families call it
+        return self.C
 
     @property
     def BM(self) -> int:             # tokens per tile, as the other families call it
@@ -114,47 +119,52 @@ class WgmmaConfig:
 
     @property
     def name(self) -> str:
-        return f"lqq_w4a8_gemm_wgmma_sm90_bn{self.BN}_st{self.STAGES}"
+        wg = f"_wg{self.C}" if self.C != 2 else ""
+        return f"lqq_w4a8_gemm_wgmma_sm90_bn{self.BN}_st{self.STAGES}{wg}"
 
     @property
     def threads(self) -> int:
-        return 384
+        return 128 * (self.C + 1)
 
     @property
     def REGS(self) -> tuple:
-        """setmaxnreg (producer, consumer) for wide tiles, whose BN/2 accumulators
-        plus two 16-register A banks need more than the 168 an even split gives:
-        40 x 128 + 232 x 256 = 168 x 384 (HOPPER.md)."""
+        """setmaxnreg (producer, consumer) where the consumers' BN/2 accumulators
+        plus two 16-register A banks need more than an even split gives:
+        40 x 128 + 232 x 256 = 168 x 384 (HOPPER.md); with four consumers
+        24 x 128 + 112 x 512 <= 96 x 640."""
+        if self.C == 4:
+            return (24, 112) if self.BN >= 64 else ()
         return (40, 232) if self.BN >= 128 else ()
 
     @property
     def MINB(self) -> int:
-        """CTAs per SM the kernel is compiled for: two for the narrowest tiles (decode
-        wants more stages in flight per SM), else one."""
-        return 2 if self.BN <= 16 else 1
+        """CTAs per SM the kernel is compiled for: two for the narrowest tiles
+        with two consumers (decode wants more stages in flight per SM), else one."""
+        return 2 if self.BN <= 16 and self.C == 2 else 1
 
     def stage_bytes(self) -> int:
-        return self.BN * 128 + 2 * 4096 + 2 * 512
+        return self.BN * 128 + self.C * (4096 + 512)
 
     def smem_bytes(self, kb_per_split: int = 0) -> int:
         return self.STAGES * self.stage_bytes() + 1024          # + alignment slack
 
     def spec(self) -> KernelSpec:
         return KernelSpec(self.name, "gemm_wgmma_sm90.cu.j2",
-                          {"BN": self.BN, "STAGES": self.STAGES, "REGS": self.REGS,
+                          {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
                            "MINB": self.MINB},
                           family="gemm_wgmma_sm90", archs=("sm_90a",))
 
 
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
-    (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (256, 4), (256, 5)))
+    (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (256, 4), (256, 5))) + tuple(
+    WgmmaConfig(bn, st, 4) for bn, st in ((16, 8), (32, 8), (64, 8)))
 
 
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
     """(tiles, 128-wide k-blocks per tile) of the stream-K work split."""
     Nb = -(-N // packing.ROW_BLOCK)
     Q = -(-K // packing.K_ALIGN)
-    return -(-Nb // 2) * -(-M // cfg.BN), Q
+    return -(-Nb // cfg.C) * -(-M // cfg.BN), Q
 
 
 def wgmma_eligible(K: int, group_size: int, compute_capability: str) -> bool:
@@ -257,7 +267,8 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
 
 def _parse_forced(text: str):
     """"bm32_rb1", "mma_bm32_rb2_s4", "decode_bm8_rb1_pf4_s8" or
-    "wgmma_bn128_st6_c132" (c: CTAs of the persistent grid) -> (config, splits, ctas)."""
+    "wgmma_bn128_st6_c132" (c: CTAs of the persistent grid; wg4: four consumer
+    warpgroups) -> (config, splits, ctas)."""
     parts = text.lower().split("_")
     family = parts.pop(0) if parts and parts[0] in ("mma", "decode", "wgmma") else "mma"
     fields = {}
@@ -270,7 +281,7 @@ def _parse_forced(text: str):
         cfg = DecodeConfig(fields.pop("bm"), fields.pop("rb"), fields.pop("pf"))
         legal = DECODE_CONFIGS
     elif family == "wgmma":
-        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"))
+        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2))
         legal = WGMMA_CONFIGS
     else:
         cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))

@@ -122,7 +122,8 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
             # stream-K: two partial-sum slots per CTA, one counter per tile
             tiles, _ = configs.wgmma_units(cfg, M, N, K)
             if plan.grid[0] != tiles:        # else every CTA owns exactly one tile
-                partial = scratch(stream, "partial", plan.grid[0] * 2 * 256 * cfg.BN // 2, cp.int32)
+                partial = scratch(stream, "partial",
+                                  plan.grid[0] * 2 * (cfg.threads - 128) * cfg.BN // 2, cp.int32)
                 counters = scratch(stream, "counters", tiles, cp.uint32, zeroed=True)
         elif plan.splits > 1:
             tiles = plan.grid[0] * plan.grid[1]
@@ -133,7 +134,7 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, partial,
                 counters, np.int32(M), np.int32(N), np.int32(K), np.int32(p.n_pad // 64),
                 np.int32(kb_total), np.int32(p.groups_pad), np.int32(w.group_size),
-                np.int32(-(-p.n_pad // 128) if wgmma else plan.kb_per_split),
+                np.int32(-(-p.n_pad // (64 * cfg.RB)) if wgmma else plan.kb_per_split),
                 np.int32(OUT_KINDS[np.dtype(out_dtype)]), np.int32(bias_kind))
         kernel = cfg.spec().function()
         if wgmma:

@@ -157,8 +157,12 @@ def test_forced_config_parsing(monkeypatch):
     assert configs.forced(3, 4096, 4096).grid == (32 * 32, 1, 1), "no more CTAs than units"
     monkeypatch.setenv("LQQ_FORCE_CONFIG", "bm32_rb1")
     assert configs.forced(5, 4096, 4096).config == configs.MmaConfig(32, 1)
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn64_st8_wg4_c132")
+    p = configs.forced(64, 57344, 8192)
+    assert p.config == configs.WgmmaConfig(64, 8, 4) and p.grid == (132, 1, 1)
+    assert configs.wgmma_units(p.config, 64, 57344, 8192) == (224, 64), "256 rows per tile"
     for bad in ("bm7_rb1", "decode_bm8_rb1", "mma_bm32_rb1_x2", "hello", "wgmma_bn16_st8_c0",
-                "wgmma_bn24_st8", "mma_bm32_rb1_c4"):
+                "wgmma_bn24_st8", "mma_bm32_rb1_c4", "wgmma_bn128_st6_wg4", "wgmma_bn64_st8_wg3"):
         monkeypatch.setenv("LQQ_FORCE_CONFIG", bad)
         with pytest.raises(ValueError, match="LQQ_FORCE_CONFIG"):
             configs.forced(5, 4096, 4096)
