@@ -205,11 +205,15 @@ def plan(config, M: int, N: int, K: int, splits: int = 1, ctas: int | None = Non
 
 def wgmma_for(M: int, N: int) -> WgmmaConfig:
     """The Hopper config for M tokens: the narrowest tile that covers M up to
-    128 tokens, 256 once M >= 1024, or M >= 256 on wide layers (N >= 8192),
-    where the wider B tile halves the weight traffic per token (probe on the
-    H100, RESULTS.md)."""
+    128 tokens (four consumer warpgroups for 17..64), 256 once M >= 1024, or
+    M >= 256 on wide layers (N >= 8192), where the wider B tile halves the
+    weight traffic per token (probes on the H100, RESULTS.md)."""
     if M >= 1024 or (M >= 256 and N >= 8192):
         return WgmmaConfig(256, 5)
+    if 16 < M <= 64:
+        # four consumer warpgroups: 1.10-1.25x two at M = 32 and 64 (the
+        # consumers' per-k-block chain, not bandwidth, bounds two), not at 16 or 128
+        return WgmmaConfig(32 if M <= 32 else 64, 8, 4)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
     return WgmmaConfig(bn, 8 if bn <= 64 else 6)
 
@@ -223,6 +227,8 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     tiles, Q = wgmma_units(cfg, M, N, K)
     slots = sm_count * cfg.MINB
     waves = tiles / slots
+    if cfg.C == 4:                  # measured on one wave of stream-K only
+        return min(slots, tiles * Q)
     if 0.8 <= waves <= 1 or (waves > 1 and -(-tiles // slots) / waves <= 1.08):
         return tiles
     return min(slots, tiles * Q)
