@@ -51,41 +51,51 @@ def _version_of(path: str) -> tuple[int, ...]:
     return tuple(int(n) for n in nums)
 
 
-def candidates() -> list[str]:
-    """Library paths to try, best first: LQQ_NVRTC, pip wheels (newest CUDA
-    first), CUDA_PATH, /usr/local/cuda, then whatever the loader finds."""
+def _candidate_paths():
+    """Library paths to try, best first, found lazily: LQQ_NVRTC, pip wheels
+    (newest CUDA first), CUDA_PATH, /usr/local/cuda, then whatever the loader
+    finds (ctypes.util.find_library runs ldconfig: tens of milliseconds, paid
+    only when no wheel or toolkit copy loads)."""
     override = knobs.nvrtc_path()
     if override is not None:
-        return [str(override)]
-    found = []
+        yield str(override)
+        return
     if sys.platform == "win32":
         patterns = ["nvidia/*/bin/nvrtc64_*.dll", "nvidia/*/bin/x86_64/nvrtc64_*.dll"]
         toolkit = ["bin/nvrtc64_*.dll", "bin/x64/nvrtc64_*.dll"]
     else:
         patterns = ["nvidia/*/lib/libnvrtc.so.*"]
         toolkit = ["lib64/libnvrtc.so*", "lib/libnvrtc.so*"]
+    wheels = []
     for d in _site_dirs():
         for pat in patterns:
             # "builtins" and "alt" variants are helpers, not the API library.
-            found += [p for p in glob.glob(os.path.join(d, pat))
-                      if "builtins" not in p and ".alt." not in p]
-    found.sort(key=_version_of, reverse=True)
+            wheels += [p for p in glob.glob(os.path.join(d, pat))
+                       if "builtins" not in p and ".alt." not in p]
+    yield from sorted(wheels, key=_version_of, reverse=True)
     for root in [os.environ.get("CUDA_PATH"), "/usr/local/cuda"]:
         if root:
             for pat in toolkit:
-                found += sorted(glob.glob(os.path.join(root, pat)), key=_version_of, reverse=True)
+                yield from sorted(glob.glob(os.path.join(root, pat)), key=_version_of, reverse=True)
     for name in ["nvrtc", "nvrtc64_130_0", "nvrtc64_120_0"]:
         lib = ctypes.util.find_library(name)     # ldconfig cache on Linux
         if lib:
-            found.append(lib)
-    found += ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]
-    return list(dict.fromkeys(found))
+            yield lib
+    yield from ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]
+
+
+def candidates() -> list[str]:
+    """Every library path lqq would try, best first (see _candidate_paths)."""
+    return list(dict.fromkeys(_candidate_paths()))
 
 
 @functools.lru_cache(maxsize=None)
 def _load_for(override: str | None) -> ctypes.CDLL:
-    errors = []
-    for path in candidates():
+    errors, tried = [], set()
+    for path in _candidate_paths():
+        if path in tried:
+            continue
+        tried.add(path)
         try:
             lib = ctypes.CDLL(path)
             lib.nvrtcVersion       # a library that loads but is not NVRTC fails here

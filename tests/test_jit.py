@@ -237,13 +237,30 @@ def test_missing_nvrtc_names_the_pip_package(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="LQQ_NVRTC"):
         nvrtc.library()
     monkeypatch.delenv("LQQ_NVRTC")
-    monkeypatch.setattr(nvrtc, "candidates", lambda: [])
+    monkeypatch.setattr(nvrtc, "_candidate_paths", lambda: iter(()))
     nvrtc._load_for.cache_clear()
     try:
         with pytest.raises(RuntimeError, match="pip install nvidia-cuda-nvrtc"):
             nvrtc.library()
     finally:
         nvrtc._load_for.cache_clear()
+
+
+@needs_nvrtc
+def test_nvrtc_search_stops_at_the_first_library_that_loads(monkeypatch):
+    """The ldconfig lookups (ctypes.util.find_library, tens of ms) run only when
+    no pip wheel or toolkit copy loads: they are on every process's first call."""
+    calls = []
+    monkeypatch.setattr(nvrtc.ctypes.util, "find_library", lambda name: calls.append(name))
+    monkeypatch.delenv("LQQ_NVRTC", raising=False)
+    nvrtc._load_for.cache_clear()
+    try:
+        path = nvrtc.library_path()
+    finally:
+        nvrtc._load_for.cache_clear()
+    if "site-packages" in path or "/cuda" in path:
+        assert calls == [], "a wheel or toolkit library loaded, yet ldconfig was asked"
+    assert path in nvrtc.candidates()
 
 
 def test_list_and_clear_cache(cache):
