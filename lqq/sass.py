@@ -89,6 +89,19 @@ def opcode_counts(sass: str) -> dict[str, int]:
     return dict(counts)
 
 
+_IGMMA_RE = re.compile(r"\bIGMMA\.\S+\s+R\d+,\s*(\S+?),")
+
+
+def igmma_operand_a(sass: str) -> dict[str, int]:
+    """How the IGMMA instructions take operand A: {"register": n, "shared": n}
+    (``IGMMA.64xNx32.S8.S8 Rd, Ra, gdesc[..], Rc`` has A in registers,
+    ``IGMMA ... Rd, gdesc[..], gdesc[..]`` reads it from shared memory)."""
+    out = {"register": 0, "shared": 0}
+    for m in _IGMMA_RE.finditer(sass):
+        out["register" if re.fullmatch(r"R\d+", m.group(1)) else "shared"] += 1
+    return out
+
+
 def parse_ptxas_log(log: str) -> dict:
     """Numbers from an NVRTC log compiled with --ptxas-options=-v.
 
@@ -121,17 +134,20 @@ def parse_ptxas_log(log: str) -> dict:
 
 def inspect(compiled) -> dict:
     """Everything about one ``lqq.jit.Compiled``: registers, spill_bytes,
-    local_bytes, smem_bytes, sass (opcode counts) and ptxas warnings."""
+    local_bytes, smem_bytes, sass (opcode counts), igmma_a (where the wgmma
+    instructions read operand A) and ptxas warnings."""
     log = parse_ptxas_log(compiled.log)
     usage = resource_usage(compiled.cubin_path)
     kernel = usage.get(compiled.name) or {"registers": log["registers"], "smem_bytes": log["smem"],
                                           "stack_bytes": log["stack"], "local_bytes": log["stack"]}
     per_log = log["kernels"].get(compiled.name, log)
+    text = sass_text(compiled.cubin_path)
     return {
         "registers": kernel["registers"],
         "spill_bytes": per_log["spill_stores"] + per_log["spill_loads"],
         "local_bytes": kernel["local_bytes"],
         "smem_bytes": kernel["smem_bytes"],
-        "sass": opcode_counts(sass_text(compiled.cubin_path)),
+        "sass": opcode_counts(text),
+        "igmma_a": igmma_operand_a(text),
         "warnings": log["warnings"],
     }

@@ -56,6 +56,10 @@ def test_gemm_kernels_dequantize_with_imad_lop3_and_use_tensor_cores(report):
         assert s.get("IMAD", 0) > 0 and s.get("LOP3", 0) > 0, r["name"]
         assert s.get("IMMA", 0) + s.get("IGMMA", 0) > 0, (r["name"], s)
         assert s.get("PRMT", 0) > 0, "z broadcast into four lanes"
+        if r["family"] == "gemm_wgmma_sm90":
+            a = r["igmma_a"]
+            assert a["register"] == s.get("IGMMA") and a["shared"] == 0, (r["name"], a)
+            assert a["register"] >= 8, "two banks of four k-steps"
 
 
 @needs_nvrtc
@@ -167,3 +171,12 @@ def test_forced_config_parsing(monkeypatch):
         monkeypatch.setenv("LQQ_FORCE_CONFIG", bad)
         with pytest.raises(ValueError, match="LQQ_FORCE_CONFIG"):
             configs.forced(5, 4096, 4096)
+
+
+def test_igmma_operand_a_parser():
+    from lqq import sass
+    text = ("/*1cf0*/  IGMMA.64x256x32.S8.S8 R24, R164, gdesc[UR12], R24 ;\n"
+            "/*1d00*/  IGMMA.64x64x32.S8.S8 R24, R60, gdesc[UR8], R24, gsb0 ;\n"
+            "/*1d10*/  IGMMA.64x128x32.S8.S8 R24, gdesc[UR4], gdesc[UR12], R24 ;\n"
+            "/*1d20*/  IMMA.16816.S8.S8 R4, R8, R12, R4 ;\n")
+    assert sass.igmma_operand_a(text) == {"register": 2, "shared": 1}
