@@ -13,6 +13,7 @@ OUT_KINDS = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.int32
 BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
 
 _scratch: dict = {}
+_retired: dict = {}           # replaced scratch buffers, kept for graphs captured with them
 _sm_counts: dict = {}
 
 
@@ -39,15 +40,23 @@ def scratch(stream, name: str, n: int, dtype, zeroed: bool = False):
     partials, self-resetting tile counters (zeroed once here; the kernel's last
     CTA puts each back to 0), quantized activations. Nothing is allocated once
     a shape has run on the stream, so calls can be captured in a CUDA graph
-    after a warm-up on the capturing stream. Grown, never shrunk."""
+    after a warm-up on the capturing stream.
+
+    Grown (at least doubled), never shrunk, and a replaced buffer is kept
+    alive, not freed: a CUDA graph captured earlier still holds its address,
+    and must not find that memory reused when it is replayed. Graphs replayed
+    on another stream while this stream runs the same scratch are the caller's
+    race (give each concurrent replay its own capture stream)."""
     import cupy as cp
     memo = (cp.cuda.Device().id, stream.ptr, name)
     buf = _scratch.get(memo)
     if buf is None or buf.size < n:
+        size = n
         if buf is not None:
-            stream.synchronize()        # queued kernels may still use the old buffer
+            _retired.setdefault(memo, []).append(buf)
+            size = max(n, 2 * buf.size)
         make = cp.zeros if zeroed else cp.empty
-        buf = _scratch[memo] = make(max(n, 1), dtype)
+        buf = _scratch[memo] = make(max(size, 1), dtype)
     return buf[:n]
 
 
@@ -62,6 +71,7 @@ def scratch_scope():
     finally:
         for key in set(_scratch) - before:
             _scratch.pop(key, None)
+            _retired.pop(key, None)
 
 
 def choose(M: int, N: int, K: int, group_size: int | None = None) -> configs.Plan:

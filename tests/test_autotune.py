@@ -339,6 +339,34 @@ def test_pinned_restores_force_config(monkeypatch):
     assert os.environ["LQQ_FORCE_CONFIG"] == "mma_bm8_rb1"
 
 
+def test_scratch_grows_without_freeing(monkeypatch):
+    """Replaced scratch buffers stay referenced (graphs captured with them may
+    replay later); a request gets exactly the length it asked for."""
+    import sys
+    import types
+
+    import numpy as np
+    fake = types.SimpleNamespace(
+        zeros=lambda n, dt: np.zeros(n, dt), empty=lambda n, dt: np.full(n, 7, dt),
+        cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(gpu_gemm, "_scratch", {})
+    monkeypatch.setattr(gpu_gemm, "_retired", {})
+    stream = types.SimpleNamespace(ptr=1234)
+    a = gpu_gemm.scratch(stream, "partial", 10, np.int32)
+    assert a.size == 10
+    assert gpu_gemm.scratch(stream, "partial", 6, np.int32).base is a.base, "no allocation"
+    b = gpu_gemm.scratch(stream, "counters", 5, np.uint32, zeroed=True)
+    assert not b.any()
+    c = gpu_gemm.scratch(stream, "partial", 12, np.int32)
+    assert c.size == 12 and c.base.size == 20, "at least doubled"
+    assert gpu_gemm._retired[(0, 1234, "partial")][0] is a.base, "the old buffer is kept"
+    with gpu_gemm.scratch_scope():
+        gpu_gemm.scratch(types.SimpleNamespace(ptr=99), "partial", 3, np.int32)
+        gpu_gemm.scratch(types.SimpleNamespace(ptr=99), "partial", 30, np.int32)
+    assert all(k[1] != 99 for k in list(gpu_gemm._scratch) + list(gpu_gemm._retired))
+
+
 def test_scratch_of_timing_streams_is_dropped(monkeypatch):
     monkeypatch.setattr(gpu_gemm, "_scratch", {("user stream",): "kept"})
     with gpu_gemm.scratch_scope():

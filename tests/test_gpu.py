@@ -204,6 +204,34 @@ def test_cuda_graph_capture_and_replay(M):
             assert np.array_equal(cp.asnumpy(out), reference.gemm(x8, xs, w))
 
 
+def test_graph_survives_scratch_growth():
+    """A graph captured at a small shape still replays exactly after a larger
+    shape on the same stream grew the scratch (the old buffers stay alive)."""
+    rng = np.random.default_rng()
+    w = make_weight(rng, 4096, 1024, 64)
+    wg = w.to_gpu()
+    stream = cp.cuda.Stream(non_blocking=True)
+    x = cp.empty((3, 1024), cp.float16)
+    out = poisoned((3, 4096), np.float16)
+    with stream:
+        x[...] = cp.asarray(rng.standard_normal((3, 1024)).astype(np.float16))
+        lqq.gemm(x, wg, out=out)
+        stream.synchronize()
+        stream.begin_capture()
+        lqq.gemm(x, wg, out=out)
+        graph = stream.end_capture()
+        big = cp.asarray(rng.standard_normal((700, 1024)).astype(np.float16))
+        lqq.gemm(big, wg)                              # grows x8, xs, partial scratch
+        cp.zeros(64 << 20, cp.uint8)                   # and the pool may hand memory out again
+        X = rng.standard_normal((3, 1024)).astype(np.float16)
+        x[...] = cp.asarray(X)
+        out.fill(np.nan)
+        graph.launch(stream)
+        stream.synchronize()
+    x8, xs = lqq.quantize_activation(X)
+    assert np.array_equal(cp.asnumpy(out), reference.gemm(x8, xs, w))
+
+
 def test_torch_cuda_graph_capture():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng()

@@ -180,3 +180,10 @@ def test_igmma_operand_a_parser():
             "/*1d10*/  IGMMA.64x128x32.S8.S8 R24, gdesc[UR4], gdesc[UR12], R24 ;\n"
             "/*1d20*/  IMMA.16816.S8.S8 R4, R8, R12, R4 ;\n")
     assert sass.igmma_operand_a(text) == {"register": 2, "shared": 1}
+
+
+def test_wgmma_plan_that_overflows_the_unit_counters_is_illegal():
+    cfg = configs.WgmmaConfig(8, 8)
+    M, N, K = 200_000, 57344, 65536                 # 5.7e9 units of work
+    assert "32-bit" in configs.why_illegal(configs.plan(cfg, M, N, K, ctas=1), M, N, K)
+    assert configs.why_illegal(configs.plan(cfg, M, N, K, ctas=132), M, N, K) is None
