@@ -7,7 +7,7 @@ import cupy as cp
 import numpy as np
 
 import lqq
-from lqq import bench, configs, gpu_gemm, tune_cache
+from lqq import bench, gpu_gemm, tune_cache
 
 rng = np.random.default_rng(0)
 for arg in sys.argv[1:]:
@@ -23,8 +23,7 @@ for arg in sys.argv[1:]:
     out = cp.empty((M, N), cp.float16)
     t = bench.time_calls([lambda v=v: lqq.gemm((xq, xs), v, out=out, check_finite=False)
                           for v in ws], 20, 7)
-    plan = force or tune_cache.plan_text(configs.heuristic(M, N, K, gpu_gemm.sm_count(),
-                                                           wgmma=True))
+    plan = tune_cache.plan_text(gpu_gemm.choose(M, N, K, w.group_size))   # what ran
     print(f"M={M} N={N} K={K} {plan}: {t:.4f} ms, {2 * M * N * K / t * 1e-9:.0f} TOP/s, "
           f"{w.nbytes / t * 1e-9:.2f} TB/s", flush=True)
     del ws

@@ -12,7 +12,7 @@ import cupy as cp
 import numpy as np
 
 import lqq
-from lqq import bench, configs, gpu_gemm, tune_cache
+from lqq import autotune, bench, configs, gpu_gemm, tune_cache
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--layers", default="L3-8B o,L3-8B gate_up,L3-8B down,L3-70B gate_up")
@@ -31,20 +31,23 @@ for name in args.layers.split(","):
         xq, xs = lqq.quantize_activation(cp.asarray(rng.standard_normal((M, K)).astype(np.float16)))
         out = cp.empty((M, N), cp.float16)
         calls = [lambda v=v: lqq.gemm((xq, xs), v, out=out, check_finite=False) for v in ws]
-        heur = tune_cache.plan_text(configs.heuristic(M, N, K, sms, wgmma=True))
-        texts = [heur]
+        heur_plan = configs.heuristic(M, N, K, sms, wgmma=True)
+        heur = tune_cache.plan_text(heur_plan)
+        plans = {heur: heur_plan}                      # text -> plan, the heuristic's first
         for cfg in configs.WGMMA_CONFIGS:
             if M / 4 <= cfg.BN <= max(16, 2 * M):
                 tiles, _ = configs.wgmma_units(cfg, M, N, K)
                 for ctas in (sms * cfg.MINB, 2 * sms * cfg.MINB, tiles):
-                    t = tune_cache.plan_text(configs.plan(cfg, M, N, K, ctas=ctas))
-                    if t not in texts:
-                        texts.append(t)
-        portable = bench.portable_plan_text(M, N, K)
+                    p = configs.plan(cfg, M, N, K, ctas=ctas)
+                    plans.setdefault(tune_cache.plan_text(p), p)
+        portable_plan = bench.portable_plan(M, N, K)
+        portable = tune_cache.plan_text(portable_plan)
+        plans[portable] = portable_plan
         times = {}
-        for t in texts + [portable]:
+        for t, p in plans.items():
             try:
-                times[t] = bench._forced(t, lambda: bench.time_calls(calls, 10, 5))
+                with autotune.pinned(p):
+                    times[t] = bench.time_calls(calls, 10, 5)
             except Exception as e:  # noqa: BLE001 - report and go on
                 print(f"{name} M={M} {t}: {type(e).__name__}: {e}", file=sys.stderr)
         wg = {t: v for t, v in times.items() if t != portable}

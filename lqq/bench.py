@@ -144,28 +144,15 @@ def _torch_calls(kind, N, K, M):
     raise ValueError(kind)
 
 
-def portable_plan_text(M: int, N: int, K: int) -> str | None:
-    """LQQ_FORCE_CONFIG text of the sm_80 (mma.sync) heuristic's plan, to time
-    that path next to the Hopper kernel; None where it is what runs anyway."""
+def portable_plan(M: int, N: int, K: int):
+    """The sm_80 (mma.sync) heuristic's plan, to time that path next to the
+    Hopper kernel; None where it is what runs anyway."""
     import cupy as cp
 
-    from lqq import configs, gpu_gemm, tune_cache
+    from lqq import configs, gpu_gemm
     if cp.cuda.Device().compute_capability != "90":
         return None
-    return tune_cache.plan_text(configs.heuristic(M, N, K, gpu_gemm.sm_count(), wgmma=False))
-
-
-def _forced(text, fn):
-    import os
-    old = os.environ.get("LQQ_FORCE_CONFIG")
-    os.environ["LQQ_FORCE_CONFIG"] = text
-    try:
-        return fn()
-    finally:
-        if old is None:
-            os.environ.pop("LQQ_FORCE_CONFIG", None)
-        else:
-            os.environ["LQQ_FORCE_CONFIG"] = old
+    return configs.heuristic(M, N, K, gpu_gemm.sm_count(), wgmma=False)
 
 
 def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp8"),
@@ -187,10 +174,12 @@ def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp
             row = {"layer": name if isinstance(name, str) else f"{N}x{K}", "N": N, "K": K, "M": M}
             calls, wbytes = _lqq_calls(N, K, M, rng, with_quant=False)
             row["lqq"] = time_calls(calls, reps, groups)
-            portable = portable_plan_text(M, N, K)
+            portable = portable_plan(M, N, K)
             if portable:
-                row["mma_config"] = portable
-                row["mma"] = _forced(portable, lambda: time_calls(calls, reps, groups))
+                from lqq import autotune, tune_cache
+                row["mma_config"] = tune_cache.plan_text(portable)
+                with autotune.pinned(portable):
+                    row["mma"] = time_calls(calls, reps, groups)
             calls, _ = _lqq_calls(N, K, M, rng, with_quant=True)
             row["lqq_q"] = time_calls(calls, reps, groups)
             del calls
