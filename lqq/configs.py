@@ -188,14 +188,14 @@ def plan(config, M: int, N: int, K: int, splits: int = 1, ctas: int | None = Non
     the Hopper kernel instead takes ``ctas`` (its persistent grid; default one
     CTA per tile times ``splits``), never more than it has units of work, and
     reports the splits and k-blocks per CTA that come out of it."""
-    Nb = -(-N // packing.ROW_BLOCK)
-    Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
     splits = max(1, splits)
     if isinstance(config, WgmmaConfig):
         tiles, Q = wgmma_units(config, M, N, K)
         P = max(1, min(tiles * Q, ctas if ctas else tiles * splits))
         per_cta = -(-tiles * Q // P)
         return Plan(config, -(-P // tiles), 2 * per_cta, (P, 1, 1))
+    Nb = -(-N // packing.ROW_BLOCK)
+    Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
     if isinstance(config, DecodeConfig):
         splits = max(splits, -(-Kb // config.KBMAX))
     kb_per_split = -(-Kb // splits)
@@ -227,9 +227,8 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     tiles, Q = wgmma_units(cfg, M, N, K)
     slots = sm_count * cfg.MINB
     waves = tiles / slots
-    if cfg.C == 4:                  # measured on one wave of stream-K only
-        return min(slots, tiles * Q)
-    if 0.8 <= waves <= 1 or (waves > 1 and -(-tiles // slots) / waves <= 1.08):
+    whole_waves = 0.8 <= waves <= 1 or (waves > 1 and -(-tiles // slots) / waves <= 1.08)
+    if whole_waves and cfg.C != 4:      # four consumers: measured on one stream-K wave only
         return tiles
     return min(slots, tiles * Q)
 
