@@ -176,12 +176,10 @@ def test_env_force_config_rejects_nonsense(monkeypatch):
     assert os.environ["LQQ_FORCE_CONFIG"] == "bm7_rb1"
 
 
-@pytest.mark.parametrize("M", [1, 16, 100])
-def test_cuda_graph_capture_and_replay(M):
-    """After a warm-up on the capturing stream, lqq.gemm (float input, so
-    activation quantization too; split-K scratch) allocates and synchronizes
-    nothing, so it can be captured; replays with new inputs are exact."""
-    rng = np.random.default_rng()
+def _captured_gemm(rng, M):
+    """A 4096 x 1024 weight and lqq.gemm of a float16 [M, 1024] input into a
+    poisoned output, warmed up and captured in a CUDA graph on a new stream:
+    (w, its GPU copy, x, out, stream, graph)."""
     w = make_weight(rng, 4096, 1024, 64)
     wg = w.to_gpu()
     x = cp.empty((M, 1024), cp.float16)
@@ -194,6 +192,17 @@ def test_cuda_graph_capture_and_replay(M):
         stream.begin_capture()
         lqq.gemm(x, wg, out=out)
         graph = stream.end_capture()
+    return w, wg, x, out, stream, graph
+
+
+@pytest.mark.parametrize("M", [1, 16, 100])
+def test_cuda_graph_capture_and_replay(M):
+    """After a warm-up on the capturing stream, lqq.gemm (float input, so
+    activation quantization too; split-K scratch) allocates and synchronizes
+    nothing, so it can be captured; replays with new inputs are exact."""
+    rng = np.random.default_rng()
+    w, wg, x, out, stream, graph = _captured_gemm(rng, M)
+    with stream:
         for _ in range(2):
             X = rng.standard_normal((M, 1024)).astype(np.float16)
             x[...] = cp.asarray(X)
@@ -208,18 +217,8 @@ def test_graph_survives_scratch_growth():
     """A graph captured at a small shape still replays exactly after a larger
     shape on the same stream grew the scratch (the old buffers stay alive)."""
     rng = np.random.default_rng()
-    w = make_weight(rng, 4096, 1024, 64)
-    wg = w.to_gpu()
-    stream = cp.cuda.Stream(non_blocking=True)
-    x = cp.empty((3, 1024), cp.float16)
-    out = poisoned((3, 4096), np.float16)
+    w, wg, x, out, stream, graph = _captured_gemm(rng, 3)
     with stream:
-        x[...] = cp.asarray(rng.standard_normal((3, 1024)).astype(np.float16))
-        lqq.gemm(x, wg, out=out)
-        stream.synchronize()
-        stream.begin_capture()
-        lqq.gemm(x, wg, out=out)
-        graph = stream.end_capture()
         big = cp.asarray(rng.standard_normal((700, 1024)).astype(np.float16))
         lqq.gemm(big, wg)                              # grows x8, xs, partial scratch
         cp.zeros(64 << 20, cp.uint8)                   # and the pool may hand memory out again
