@@ -47,7 +47,6 @@ def _split_x(x, K):
         if tuple(xs.shape) != tuple(xq.shape[:-1]):
             raise ValueError(f"xs has shape {tuple(xs.shape)}, expected {tuple(xq.shape[:-1])} "
                              f"(one scale per token)")
-        xp = _xp.module_of(xq)
         return None, xq.reshape(-1, K), xs.reshape(-1), xq.shape[:-1], kind
     arr, kind = _xp.as_array(x)
     activation.check_float_activation(arr, K)

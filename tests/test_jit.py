@@ -1,7 +1,6 @@
 """The kernel pipeline on the CPU: templates, NVRTC, the on-disk cache, dumps,
 SASS inspection and knobs. Needs libnvrtc (pip wheel is enough), no GPU."""
 import hashlib
-import json
 import multiprocessing
 import os
 import subprocess
