@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import configs
+from . import configs, launch
 
 _IN_KIND = {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}
 
@@ -19,7 +19,7 @@ def quantize_rows_gpu(X2, stream=None, out=None):
     M, K = X2.shape
     x8, xs = out if out is not None else (cp.empty((M, K), cp.int8), cp.empty(M, cp.float32))
     if M:
-        with stream or cp.cuda.get_current_stream():
-            kernel = configs.activation_spec(_IN_KIND[name]).function()
-            kernel((M,), (configs.ACT_THREADS,), (X2, x8, xs, np.int32(K)))
+        kernel = configs.activation_spec(_IN_KIND[name]).function()
+        launch.launch(kernel, (M,), (configs.ACT_THREADS,), (X2, x8, xs, np.int32(K)),
+                      stream=stream, pdl=True)
     return x8, xs

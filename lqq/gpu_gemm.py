@@ -7,7 +7,7 @@ import contextlib
 
 import numpy as np
 
-from . import configs, gpu_activation, packing, tma
+from . import configs, gpu_activation, launch, packing, tma
 
 OUT_KINDS = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.int32): 3}
 BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
@@ -162,5 +162,7 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         else:
             args = tail[:3] + (xq,) + tail[3:]
             smem = cfg.smem_bytes(plan.kb_per_split) if isinstance(cfg, configs.DecodeConfig) else 0
-        kernel(plan.grid, (cfg.threads,), args, shared_mem=smem)
+        # PDL for the Hopper kernel only: the mma.sync decode kernels measured
+        # 5-10% slower with it (H100, CUDA graphs of back-to-back calls)
+        launch.launch(kernel, plan.grid, (cfg.threads,), args, smem, stream, pdl=wgmma)
     return y

@@ -86,6 +86,8 @@ _KNOBS = {k.name: k for k in [
          "target architecture (e.g. sm_90a) instead of the current GPU's"),
     Knob("LQQ_NVRTC", _parse_path, lambda: None,
          "path of the libnvrtc shared library to use"),
+    Knob("LQQ_PDL", _parse_bool, lambda: True,
+         "launch kernels on sm_90+ with programmatic dependent launch (0 to turn off)"),
 ]}
 
 
@@ -111,6 +113,10 @@ def arch() -> str | None:
 
 def nvrtc_path() -> Path | None:
     return _KNOBS["LQQ_NVRTC"].get()
+
+
+def pdl() -> bool:
+    return _KNOBS["LQQ_PDL"].get()
 
 
 def describe() -> list[tuple[str, object, str]]:

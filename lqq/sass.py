@@ -102,6 +102,26 @@ def igmma_operand_a(sass: str) -> dict[str, int]:
     return out
 
 
+# global-memory access: loads, stores, atomics, TMA and bulk copies, generic LD/ST
+_GLOBAL_OPS = {"LDG", "STG", "ATOMG", "ATOM", "RED", "REDG", "LD", "ST", "UTMALDG", "UBLKCP",
+               "UTMASTG", "LDGSTS"}
+
+
+def global_before_grid_wait(sass: str) -> int | None:
+    """How many global-memory instructions come, in code order, before the
+    first ``ACQBULK`` (PTX griddepcontrol.wait); None if the kernel has none.
+    A kernel launched with programmatic dependent launch must report 0."""
+    before = 0
+    for line in sass.splitlines():
+        m = _INSTR_RE.match(line)
+        if not m:
+            continue
+        if m.group(1) == "ACQBULK":
+            return before
+        before += m.group(1) in _GLOBAL_OPS
+    return None
+
+
 def parse_ptxas_log(log: str) -> dict:
     """Numbers from an NVRTC log compiled with --ptxas-options=-v.
 
@@ -135,7 +155,7 @@ def parse_ptxas_log(log: str) -> dict:
 def inspect(compiled) -> dict:
     """Everything about one ``lqq.jit.Compiled``: registers, spill_bytes,
     local_bytes, smem_bytes, sass (opcode counts), igmma_a (where the wgmma
-    instructions read operand A) and ptxas warnings."""
+    instructions read operand A), global_before_grid_wait and ptxas warnings."""
     log = parse_ptxas_log(compiled.log)
     usage = resource_usage(compiled.cubin_path)
     kernel = usage.get(compiled.name) or {"registers": log["registers"], "smem_bytes": log["smem"],
@@ -149,5 +169,6 @@ def inspect(compiled) -> dict:
         "smem_bytes": kernel["smem_bytes"],
         "sass": opcode_counts(text),
         "igmma_a": igmma_operand_a(text),
+        "global_before_grid_wait": global_before_grid_wait(text),
         "warnings": log["warnings"],
     }

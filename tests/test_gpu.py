@@ -231,6 +231,48 @@ def test_graph_survives_scratch_growth():
     assert np.array_equal(cp.asnumpy(out), reference.gemm(x8, xs, w))
 
 
+@pytest.mark.parametrize("M", [1, 16, 257])
+@pytest.mark.parametrize("pdl", ["1", "0"])
+def test_dependent_launches_see_the_previous_kernels_output(monkeypatch, M, pdl):
+    """With programmatic dependent launch (sm_90) a kernel may start while the
+    previous one ends. The second GEMM quantizes the first one's output, which
+    was poisoned just before, with no synchronization in between: it must see
+    the finished values, eagerly and replayed from a CUDA graph."""
+    monkeypatch.setenv("LQQ_PDL", pdl)
+    rng = np.random.default_rng()
+    K1, N1, N2 = 4096, 2048, 1024
+    w1, w2 = make_weight(rng, N1, K1, 64), make_weight(rng, N2, N1, 64)
+    g1, g2 = w1.to_gpu(), w2.to_gpu()
+    x = cp.empty((M, K1), cp.float16)
+    y1, y2 = cp.empty((M, N1), cp.float16), cp.empty((M, N2), cp.float16)
+
+    def chain():
+        y1.fill(60000)                                  # a stale read would change y2
+        y2.fill(np.nan)
+        lqq.gemm(x, g1, out=y1, check_finite=False)
+        lqq.gemm(y1, g2, out=y2, check_finite=False)
+
+    def expect(X):
+        x8, xs = lqq.quantize_activation(X)
+        y8, ys = lqq.quantize_activation(reference.gemm(x8, xs, w1))
+        return reference.gemm(y8, ys, w2)
+
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        X = (rng.standard_normal((M, K1)) * 0.05).astype(np.float16)
+        x[...] = cp.asarray(X)
+        chain()
+        assert np.array_equal(cp.asnumpy(y2), expect(X))
+        stream.begin_capture()
+        chain()
+        graph = stream.end_capture()
+        for _ in range(2):
+            X = (rng.standard_normal((M, K1)) * 0.05).astype(np.float16)
+            x[...] = cp.asarray(X)
+            graph.launch(stream)
+            assert np.array_equal(cp.asnumpy(y2), expect(X))
+
+
 def test_torch_cuda_graph_capture():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng()
