@@ -113,14 +113,27 @@ def test_repeatable_with_split_k():
         assert cp.array_equal(lqq.gemm(x, w, out_dtype=np.int32), first)
 
 
-def test_activation_quantization_matches_reference():
+@pytest.mark.parametrize("M,K", [(37, 1000), (3, 1001), (1, 28672), (5, 4100)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("misaligned", [None, "x", "out"])
+def test_activation_quantization_matches_reference(M, K, dtype, misaligned):
+    """Rows go 16 bytes per access when K and the pointers allow it (K = 1000,
+    28672; 4100 only for float32), one element at a time otherwise (K = 1001,
+    x or the codes starting off a 16-byte boundary): the same codes either way."""
     rng = np.random.default_rng()
-    for dtype in (np.float16, np.float32):
-        X = (rng.standard_normal((37, 1000)) * 3).astype(dtype)
-        X[5] = 0
-        xq, xs = lqq.quantize_activation(cp.asarray(X))
-        rq, rs = lqq.quantize_activation(X)
-        assert np.array_equal(cp.asnumpy(xq), rq) and np.array_equal(cp.asnumpy(xs), rs)
+    X = (rng.standard_normal((M, K)) * 3).astype(dtype)
+    X[M // 2] = 0
+    xg = cp.asarray(X)
+    if misaligned == "x":                          # a view 1 element past an aligned base
+        flat = cp.empty(M * K + 1, dtype)
+        xg = flat[1:].reshape(M, K)
+        xg[...] = cp.asarray(X)
+    out = None
+    if misaligned == "out":
+        out = (cp.full(M * K + 1, 99, cp.int8)[1:].reshape(M, K), cp.full(M, np.nan, cp.float32))
+    xq, xs = lqq.quantize_activation(xg, out=out)
+    rq, rs = lqq.quantize_activation(X)
+    assert np.array_equal(cp.asnumpy(xq), rq) and np.array_equal(cp.asnumpy(xs), rs)
 
 
 @pytest.mark.parametrize("method", ["round", "paper", "search"])
