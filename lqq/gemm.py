@@ -11,9 +11,25 @@ from .format import LQQWeight, _check_weight
 _OUT_DTYPES = {"float16": np.float16, "float32": np.float32, "int32": np.int32}
 
 
+_out_dtypes: dict = {}       # dtype-like -> numpy type (hot path: one dict lookup)
+
+
 def _out_dtype(out_dtype, out):
     if out_dtype is None:
         out_dtype = out.dtype if out is not None else np.float16
+    try:
+        return _out_dtypes[out_dtype]
+    except (KeyError, TypeError):                    # TypeError: unhashable
+        pass
+    resolved = _resolve_out_dtype(out_dtype)
+    try:
+        _out_dtypes[out_dtype] = resolved
+    except TypeError:
+        pass
+    return resolved
+
+
+def _resolve_out_dtype(out_dtype):
     if hasattr(out_dtype, "is_floating_point"):      # a torch dtype
         name = str(out_dtype).replace("torch.", "")
     else:
@@ -37,9 +53,9 @@ def _split_x(x, K):
         xs, kind_s = _xp.as_array(x[1])
         if _xp.is_cupy(xq) != _xp.is_cupy(xs):
             raise TypeError("xq and xs must be on the same side (both NumPy or both GPU)")
-        if str(xq.dtype) != "int8":
+        if xq.dtype.char != "b":                        # int8 (cheaper than str(dtype))
             raise TypeError(f"xq must be int8, got {xq.dtype}")
-        if str(xs.dtype) != "float32":
+        if xs.dtype.char != "f":                        # float32
             raise TypeError(f"xs must be float32 scales, got {xs.dtype}")
         if xq.ndim < 1 or xq.shape[-1] != K:
             raise ValueError(f"xq has shape {tuple(xq.shape)}; its last dimension must be the "

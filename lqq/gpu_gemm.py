@@ -4,6 +4,7 @@ lqq.gemm."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,6 +16,7 @@ BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
 _scratch: dict = {}
 _retired: dict = {}           # replaced scratch buffers, kept for graphs captured with them
 _sm_counts: dict = {}
+_capabilities: dict = {}
 
 
 def packed(w) -> packing.PackedWeight:
@@ -86,8 +88,7 @@ def _wgmma_ok(K: int, group_size) -> bool:
     """Whether the Hopper kernel can run this weight here (False when the GPU
     cannot be asked, e.g. in CPU-only tests of the choice)."""
     try:
-        import cupy as cp
-        cc = cp.cuda.Device().compute_capability
+        cc = _compute_capability()
     except Exception:  # noqa: BLE001 - no CuPy or no device: the portable kernels
         return False
     return group_size is not None and configs.wgmma_eligible(K, group_size, cc)
@@ -101,6 +102,80 @@ def current_stream(stream, torch_input: bool):
         import torch
         return cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
     return cp.cuda.get_current_stream()
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """Everything about one kernel launch that does not change from call to
+    call for a (weight, plan, M, output, bias kind, stream): built once, so a
+    hot call only fills in its pointers."""
+    kernel: object
+    grid: tuple
+    threads: int
+    smem: int
+    wgmma: bool
+    box_rows: int           # TMA box of the activations (wgmma)
+    partial: object
+    counters: object
+    ints: tuple             # the kernel's int arguments, M ... bias_kind
+
+
+_MAX_LAUNCHES = 256         # per weight: a bound on memory held by retired streams' records
+
+
+def _launch(w, p, plan, M: int, out_dtype, bias_kind: int, stream) -> _Launch:
+    import cupy as cp
+    memo = w._device_cache.setdefault(("launches", cp.cuda.Device().id), {})
+    key = (plan, M, np.dtype(out_dtype).char, bias_kind, stream.ptr)
+    rec = memo.get(key)
+    if rec is not None:
+        return rec
+    N, K = w.shape
+    cfg = plan.config
+    partial, counters = p.s1, p.s1      # unused unless split
+    wgmma = isinstance(cfg, configs.WgmmaConfig)
+    smem = 0
+    if wgmma:
+        if not configs.wgmma_eligible(K, w.group_size, _compute_capability()):
+            raise ValueError(f"{cfg.name} needs an sm_90 GPU (this is sm_{_compute_capability()}) "
+                             f"and group size 32/64/128/256 (or K with K % 128 == 0); unset "
+                             f"LQQ_FORCE_CONFIG")
+        # stream-K: two partial-sum slots per CTA, one counter per tile
+        tiles, _ = configs.wgmma_units(cfg, M, N, K)
+        if plan.grid[0] != tiles:        # else every CTA owns exactly one tile
+            partial = scratch(stream, "partial",
+                              plan.grid[0] * 2 * (cfg.threads - 128) * cfg.BN // 2, cp.int32)
+            counters = scratch(stream, "counters", tiles, cp.uint32, zeroed=True)
+        smem = cfg.smem_bytes()
+    elif plan.splits > 1:
+        tiles = plan.grid[0] * plan.grid[1]
+        partial = scratch(stream, "partial", plan.splits * tiles * cfg.threads * cfg.BM // 2,
+                          cp.int32)
+        counters = scratch(stream, "counters", tiles, cp.uint32, zeroed=True)
+    if isinstance(cfg, configs.DecodeConfig):
+        smem = cfg.smem_bytes(plan.kb_per_split)
+    kernel = cfg.spec().function()
+    if wgmma and kernel.max_dynamic_shared_size_bytes < smem:
+        kernel.max_dynamic_shared_size_bytes = smem
+    ints = tuple(np.int32(v) for v in (
+        M, N, K, p.n_pad // 64, p.k_pad // packing.K_BLOCK, p.groups_pad, w.group_size,
+        -(-p.n_pad // (64 * cfg.RB)) if wgmma else plan.kb_per_split,
+        OUT_KINDS[np.dtype(out_dtype)], bias_kind))
+    rec = _Launch(kernel, plan.grid, cfg.threads, smem, wgmma, cfg.BN if wgmma else 0, partial,
+                  counters, ints)
+    if len(memo) >= _MAX_LAUNCHES:
+        memo.clear()
+    memo[key] = rec
+    return rec
+
+
+def _compute_capability() -> str:
+    import cupy as cp
+    dev = cp.cuda.Device().id
+    cc = _capabilities.get(dev)
+    if cc is None:
+        cc = _capabilities[dev] = cp.cuda.Device(dev).compute_capability
+    return cc
 
 
 def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
@@ -121,48 +196,21 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         if M == 0:
             return y
         p = packed(w)
-        plan = choose(M, N, K, w.group_size)
-        cfg = plan.config
         if bias is not None:
             bias = cp.ascontiguousarray(bias)
-        bias_kind = BIAS_KINDS["none" if bias is None else str(bias.dtype)]
-        partial, counters = p.s1, p.s1      # unused unless split
-        wgmma = isinstance(cfg, configs.WgmmaConfig)
-        if wgmma:
-            # stream-K: two partial-sum slots per CTA, one counter per tile
-            tiles, _ = configs.wgmma_units(cfg, M, N, K)
-            if plan.grid[0] != tiles:        # else every CTA owns exactly one tile
-                partial = scratch(stream, "partial",
-                                  plan.grid[0] * 2 * (cfg.threads - 128) * cfg.BN // 2, cp.int32)
-                counters = scratch(stream, "counters", tiles, cp.uint32, zeroed=True)
-        elif plan.splits > 1:
-            tiles = plan.grid[0] * plan.grid[1]
-            partial = scratch(stream, "partial", plan.splits * tiles * cfg.threads * cfg.BM // 2,
-                              cp.int32)
-            counters = scratch(stream, "counters", tiles, cp.uint32, zeroed=True)
-        kb_total = p.k_pad // packing.K_BLOCK
-        tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, partial,
-                counters, np.int32(M), np.int32(N), np.int32(K), np.int32(p.n_pad // 64),
-                np.int32(kb_total), np.int32(p.groups_pad), np.int32(w.group_size),
-                np.int32(-(-p.n_pad // (64 * cfg.RB)) if wgmma else plan.kb_per_split),
-                np.int32(OUT_KINDS[np.dtype(out_dtype)]), np.int32(bias_kind))
-        kernel = cfg.spec().function()
-        if wgmma:
-            cc = cp.cuda.Device().compute_capability
-            if not configs.wgmma_eligible(K, w.group_size, cc):
-                raise ValueError(f"{cfg.name} needs an sm_90 GPU (this is sm_{cc}) and group size "
-                                 f"32/64/128/256 (or K with K % 128 == 0); unset LQQ_FORCE_CONFIG")
+        bias_kind = BIAS_KINDS["none" if bias is None else bias.dtype.name]
+        rec = _launch(w, p, choose(M, N, K, w.group_size), M, out_dtype, bias_kind, stream)
+        tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, rec.partial,
+                rec.counters) + rec.ints
+        if rec.wgmma:
             if xq.data.ptr % 16:              # TMA needs a 16-byte aligned base
                 xq = xq.copy()
             # activations reach the kernel through a TMA tensor map, by value
-            args = (tma.rows_2d(xq.data.ptr, M, K, cfg.BN),) + tail
-            smem = cfg.smem_bytes()
-            if kernel.max_dynamic_shared_size_bytes < smem:
-                kernel.max_dynamic_shared_size_bytes = smem
+            args = (tma.rows_2d(xq.data.ptr, M, K, rec.box_rows),) + tail
         else:
             args = tail[:3] + (xq,) + tail[3:]
-            smem = cfg.smem_bytes(plan.kb_per_split) if isinstance(cfg, configs.DecodeConfig) else 0
         # PDL for the Hopper kernel only: the mma.sync decode kernels measured
         # 5-10% slower with it (H100, CUDA graphs of back-to-back calls)
-        launch.launch(kernel, plan.grid, (cfg.threads,), args, smem, stream, pdl=wgmma)
+        launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream,
+                      pdl=rec.wgmma)
     return y
