@@ -12,7 +12,8 @@ import cupy as cp
 import numpy as np
 
 import lqq
-from lqq import autotune, bench, configs, gpu_gemm, tune_cache
+from lqq import bench, configs, gpu_gemm, tune_cache
+from lqq.autotune import pinned
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--layers", default="L3-8B o,L3-8B gate_up,L3-8B down,L3-70B gate_up")
@@ -46,7 +47,7 @@ for name in args.layers.split(","):
         times = {}
         for t, p in plans.items():
             try:
-                with autotune.pinned(p):
+                with pinned(p):
                     times[t] = bench.time_calls(calls, 10, 5)
             except Exception as e:  # noqa: BLE001 - report and go on
                 print(f"{name} M={M} {t}: {type(e).__name__}: {e}", file=sys.stderr)

@@ -13,6 +13,9 @@ import statistics
 
 import numpy as np
 
+from . import tune_cache
+from .autotune import pinned     # the module: `lqq.autotune` is the function
+
 SHAPES = {  # name: (N, K)
     "L3-8B o": (4096, 4096), "L3-8B qkv": (6144, 4096), "L3-8B gate_up": (28672, 4096),
     "L3-8B down": (4096, 14336), "L3-70B o": (8192, 8192), "L3-70B gate_up": (57344, 8192),
@@ -176,9 +179,8 @@ def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp
             row["lqq"] = time_calls(calls, reps, groups)
             portable = portable_plan(M, N, K)
             if portable:
-                from lqq import autotune, tune_cache
                 row["mma_config"] = tune_cache.plan_text(portable)
-                with autotune.pinned(portable):
+                with pinned(portable):
                     row["mma"] = time_calls(calls, reps, groups)
             calls, _ = _lqq_calls(N, K, M, rng, with_quant=True)
             row["lqq_q"] = time_calls(calls, reps, groups)
