@@ -203,16 +203,18 @@ def plan(config, M: int, N: int, K: int, splits: int = 1, ctas: int | None = Non
     return Plan(config, splits, kb_per_split, (-(-Nb // config.RB), -(-M // config.BM), splits))
 
 
-def wgmma_for(M: int, N: int) -> WgmmaConfig:
+def wgmma_for(M: int, N: int, K: int) -> WgmmaConfig:
     """The Hopper config for M tokens: the narrowest tile that covers M up to
-    128 tokens (four consumer warpgroups for 17..64), 256 once M >= 1024, or
-    M >= 256 on wide layers (N >= 8192), where the wider B tile halves the
-    weight traffic per token (probes on the H100, RESULTS.md)."""
+    128 tokens (four consumer warpgroups for 17..64 on layers larger than
+    4096 x 4096), 256 once M >= 1024, or M >= 256 on wide layers (N >= 8192),
+    where the wider B tile halves the weight traffic per token (probes on the
+    H100, RESULTS.md)."""
     if M >= 1024 or (M >= 256 and N >= 8192):
         return WgmmaConfig(256, 5)
-    if 16 < M <= 64:
+    if 16 < M <= 64 and N * K > SMALL_DECODE:
         # four consumer warpgroups: 1.10-1.25x two at M = 32 and 64 (the
-        # consumers' per-k-block chain, not bandwidth, bounds two), not at 16 or 128
+        # consumers' per-k-block chain, not bandwidth, bounds two), not at 16 or
+        # 128, nor on 4096 x 4096 at M = 64 (17.5 us against 15.8 for two)
         return WgmmaConfig(32 if M <= 32 else 64, 8, 4)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
     return WgmmaConfig(bn, 8 if bn <= 64 else 6)
@@ -264,7 +266,7 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
         return plan(cfg, M, N, K, min(splits, max(1, Kb // 4)))
     if wgmma:
         # Hopper: a persistent stream-K grid of as many CTAs as fit at once
-        cfg = wgmma_for(M, N)
+        cfg = wgmma_for(M, N, K)
         return plan(cfg, M, N, K, ctas=wgmma_grid(cfg, M, N, K, sm_count))
     BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     tiles_m = -(-M // BM)
@@ -410,7 +412,7 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
     add(heuristic(M, N, K, sm_count, wgmma))
     if wgmma:
         for cfg in WGMMA_CONFIGS:
-            if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == wgmma_for(M, N):
+            if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == wgmma_for(M, N, K):
                 tiles, _ = wgmma_units(cfg, M, N, K)
                 for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles):
                     add(plan(cfg, M, N, K, ctas=ctas))

@@ -123,7 +123,8 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     if p.grid[0] == tiles and tiles * Q > slots:
         assert tiles >= 0.8 * slots, "stream-K when one CTA per tile leaves SMs idle"
     assert p.config.BN >= min(M, 128), "one tile covers the tokens up to 128"
-    assert (p.config.C == 4) == (16 < M <= 64), "four consumer warpgroups for 17..64 tokens"
+    assert (p.config.C == 4) == (16 < M <= 64 and N * K > configs.SMALL_DECODE), \
+        "four consumer warpgroups for 17..64 tokens on layers larger than 4096 x 4096"
 
 
 def _streamk_model(U: int, P: int, Q: int):
