@@ -107,32 +107,32 @@ def current_stream(stream, torch_input: bool):
 @dataclass(frozen=True)
 class _Launch:
     """Everything about one kernel launch that does not change from call to
-    call for a (weight, plan, M, output, bias kind, stream): built once, so a
-    hot call only fills in its pointers."""
+    call for a (weight, plan, M, output, bias kind): built once, so a
+    hot call only fills in its pointers and looks up its scratch."""
     kernel: object
     grid: tuple
     threads: int
     smem: int
     wgmma: bool
     box_rows: int           # TMA box of the activations (wgmma)
-    partial: object
-    counters: object
+    partial_size: int       # int32 split-K / stream-K partial sums (0: none)
+    counters_size: int      # per-tile counters (0: none)
     ints: tuple             # the kernel's int arguments, M ... bias_kind
 
 
-_MAX_LAUNCHES = 256         # per weight: a bound on memory held by retired streams' records
+_MAX_LAUNCHES = 256         # records per weight: keep the dict bounded
 
 
-def _launch(w, p, plan, M: int, out_dtype, bias_kind: int, stream) -> _Launch:
+def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
     import cupy as cp
     memo = w._device_cache.setdefault(("launches", cp.cuda.Device().id), {})
-    key = (plan, M, np.dtype(out_dtype).char, bias_kind, stream.ptr)
+    key = (plan, M, np.dtype(out_dtype).char, bias_kind)
     rec = memo.get(key)
     if rec is not None:
         return rec
     N, K = w.shape
     cfg = plan.config
-    partial, counters = p.s1, p.s1      # unused unless split
+    partial_size = counters_size = 0
     wgmma = isinstance(cfg, configs.WgmmaConfig)
     smem = 0
     if wgmma:
@@ -143,15 +143,13 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int, stream) -> _Launch:
         # stream-K: two partial-sum slots per CTA, one counter per tile
         tiles, _ = configs.wgmma_units(cfg, M, N, K)
         if plan.grid[0] != tiles:        # else every CTA owns exactly one tile
-            partial = scratch(stream, "partial",
-                              plan.grid[0] * 2 * (cfg.threads - 128) * cfg.BN // 2, cp.int32)
-            counters = scratch(stream, "counters", tiles, cp.uint32, zeroed=True)
+            partial_size = plan.grid[0] * 2 * (cfg.threads - 128) * cfg.BN // 2
+            counters_size = tiles
         smem = cfg.smem_bytes()
     elif plan.splits > 1:
         tiles = plan.grid[0] * plan.grid[1]
-        partial = scratch(stream, "partial", plan.splits * tiles * cfg.threads * cfg.BM // 2,
-                          cp.int32)
-        counters = scratch(stream, "counters", tiles, cp.uint32, zeroed=True)
+        partial_size = plan.splits * tiles * cfg.threads * cfg.BM // 2
+        counters_size = tiles
     if isinstance(cfg, configs.DecodeConfig):
         smem = cfg.smem_bytes(plan.kb_per_split)
     kernel = cfg.spec().function()
@@ -161,8 +159,8 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int, stream) -> _Launch:
         M, N, K, p.n_pad // 64, p.k_pad // packing.K_BLOCK, p.groups_pad, w.group_size,
         -(-p.n_pad // (64 * cfg.RB)) if wgmma else plan.kb_per_split,
         OUT_KINDS[np.dtype(out_dtype)], bias_kind))
-    rec = _Launch(kernel, plan.grid, cfg.threads, smem, wgmma, cfg.BN if wgmma else 0, partial,
-                  counters, ints)
+    rec = _Launch(kernel, plan.grid, cfg.threads, smem, wgmma, cfg.BN if wgmma else 0,
+                  partial_size, counters_size, ints)
     if len(memo) >= _MAX_LAUNCHES:
         memo.clear()
     memo[key] = rec
@@ -199,9 +197,14 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         if bias is not None:
             bias = cp.ascontiguousarray(bias)
         bias_kind = BIAS_KINDS["none" if bias is None else bias.dtype.name]
-        rec = _launch(w, p, choose(M, N, K, w.group_size), M, out_dtype, bias_kind, stream)
-        tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, rec.partial,
-                rec.counters) + rec.ints
+        rec = _launch(w, p, choose(M, N, K, w.group_size), M, out_dtype, bias_kind)
+        # scratch is looked up per call, not held by the record: it follows
+        # growth, and scratch_scope() can still free a short-lived stream's
+        partial = scratch(stream, "partial", rec.partial_size, cp.int32) if rec.partial_size else p.s1
+        counters = (scratch(stream, "counters", rec.counters_size, cp.uint32, zeroed=True)
+                    if rec.counters_size else p.s1)
+        tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, partial,
+                counters) + rec.ints
         if rec.wgmma:
             if xq.data.ptr % 16:              # TMA needs a 16-byte aligned base
                 xq = xq.copy()

@@ -244,14 +244,17 @@ def test_graph_survives_scratch_growth():
     assert np.array_equal(cp.asnumpy(out), reference.gemm(x8, xs, w))
 
 
-@pytest.mark.parametrize("M", [1, 16, 257])
+@pytest.mark.parametrize("M", [1, 16, 40, 257])
 @pytest.mark.parametrize("pdl", ["1", "0"])
 def test_dependent_launches_see_the_previous_kernels_output(monkeypatch, M, pdl):
     """With programmatic dependent launch (sm_90) a kernel may start while the
     previous one ends. The second GEMM quantizes the first one's output, which
     was poisoned just before, with no synchronization in between: it must see
-    the finished values, eagerly and replayed from a CUDA graph."""
+    the finished values, eagerly and replayed from a CUDA graph. (M = 40 and
+    257 run the Hopper GEMM, launched with PDL; 1 and 16 the decode kernel.)"""
+    from lqq import launch
     monkeypatch.setenv("LQQ_PDL", pdl)
+    assert launch.pdl_active() == (pdl == "1" and _is_sm90()), "PDL is what this test is about"
     rng = np.random.default_rng()
     K1, N1, N2 = 4096, 2048, 1024
     w1, w2 = make_weight(rng, N1, K1, 64), make_weight(rng, N2, N1, 64)
@@ -284,6 +287,43 @@ def test_dependent_launches_see_the_previous_kernels_output(monkeypatch, M, pdl)
             x[...] = cp.asarray(X)
             graph.launch(stream)
             assert np.array_equal(cp.asnumpy(y2), expect(X))
+
+
+def test_launch_setup_follows_forced_config_and_streams(monkeypatch):
+    """The per-shape launch setup is memoized on the weight: switching
+    LQQ_FORCE_CONFIG between calls, or the stream, must still run the plan
+    asked for, exactly (stream-K partial sums come from the stream's scratch)."""
+    rng = np.random.default_rng()
+    w = make_weight(rng, 300, 2048, 64)
+    wg = w.to_gpu()
+    plans = ["mma_bm32_rb1_s3", "decode_bm8_rb1_pf4_s2", None]
+    if _is_sm90():
+        plans += ["wgmma_bn64_st4_c5", "wgmma_bn128_st6_s1", "wgmma_bn64_st4_c7"]
+    for force in plans + plans[::-1]:
+        if force is None:
+            monkeypatch.delenv("LQQ_FORCE_CONFIG", raising=False)
+        else:
+            monkeypatch.setenv("LQQ_FORCE_CONFIG", force)
+        for stream in (cp.cuda.Stream(non_blocking=True), cp.cuda.Stream(non_blocking=True)):
+            with stream:
+                check(rng, 33, w, wg, np.int32)
+    memo = next(v for k, v in wg._device_cache.items() if k[0] == "launches")
+    assert len(memo) >= len(set(plans)), "one launch record per plan"
+
+
+def test_bfloat16_activations_quantize_like_their_float32_values():
+    """The bf16 input path (vectorized and element-wise) gives the codes of the
+    same values in float32, which the test above holds to the reference."""
+    torch = pytest.importorskip("torch")
+    try:
+        cp.from_dlpack(torch.zeros(1, device="cuda", dtype=torch.bfloat16))
+    except Exception as e:  # noqa: BLE001 - CuPy builds without a bfloat16 dtype
+        pytest.skip(f"this CuPy cannot hold bfloat16 arrays ({type(e).__name__}: {e})")
+    for M, K in ((5, 4096), (3, 1001)):
+        xb = (torch.randn(M, K, device="cuda") * 3).to(torch.bfloat16)
+        qb, sb = lqq.quantize_activation(xb)
+        qf, sf = lqq.quantize_activation(xb.float())
+        assert torch.equal(qb, qf) and torch.equal(sb, sf)
 
 
 def test_torch_cuda_graph_capture():

@@ -127,6 +127,16 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
         "four consumer warpgroups for 17..64 tokens on layers larger than 4096 x 4096"
 
 
+def test_short_tiles_in_many_waves_take_one_stream_k_wave():
+    """Measured on the H100 (RESULTS.md): 28672 x 4096 at M = 4096 (3584 tiles
+    of 32 k-blocks) is faster on one persistent wave; 4096 x 14336 (512 tiles
+    of 112 k-blocks) and 4096 x 4096 (3.9 waves) on one CTA per tile."""
+    assert configs.heuristic(4096, 28672, 4096, 132, wgmma=True).grid == (132, 1, 1)
+    assert configs.heuristic(1024, 28672, 4096, 132, wgmma=True).grid == (132, 1, 1)
+    assert configs.heuristic(4096, 4096, 14336, 132, wgmma=True).grid == (512, 1, 1)
+    assert configs.heuristic(4096, 4096, 4096, 132, wgmma=True).grid == (512, 1, 1)
+
+
 def _streamk_model(U: int, P: int, Q: int):
     """The kernel's stream-K bookkeeping (streamk.j2) in Python: per tile, the
     (CTA, slot) partial sums the last contributor adds, and which CTAs store."""

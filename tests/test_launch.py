@@ -20,6 +20,8 @@ def test_struct_layouts_match_cuda_h():
     assert launch._LaunchConfig.attrs.offset == 40
     assert launch._LaunchConfig.num_attrs.offset == 48
     assert ctypes.sizeof(launch._LaunchConfig) == 56
+    # the one attribute lqq sets: CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6, on
+    assert launch._PDL_ATTR.id == 6 and launch._PDL_ATTR.value == 1
 
 
 def test_arguments_keep_their_bytes_in_aligned_slots():
