@@ -8,12 +8,14 @@
 #   BENCH=0 benchmarks/gpu_check.sh                              # no benchmark
 #   TUNE_M=1,16 benchmarks/gpu_check.sh                          # a shorter autotune
 #   STEPS="bench" benchmarks/gpu_check.sh                          # some steps only (default:
-#                                           tests sanitizer examples autotune bench)
+#                                           tests sanitizer examples autotune bench; also
+#                                           `host`: eager per-call cost and quantize vs GEMM)
 set -uo pipefail
 OUT=${OUT:-/tmp/lqq-gpu-check}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-export LQQ_CACHE_DIR=${LQQ_CACHE_DIR:-$OUT/cache}
+# compiled kernels outside $OUT, which should hold only the logs worth bringing back
+export LQQ_CACHE_DIR=${LQQ_CACHE_DIR:-/tmp/lqq-gpu-check-cache}
 PY=${PYTHON:-python3}
 STEPS=" ${STEPS:-tests sanitizer examples autotune bench} "
 [ "${BENCH:-1}" = 0 ] && STEPS=${STEPS/ bench / }
@@ -58,6 +60,15 @@ $PY benchmarks/first_call.py > "$OUT/first_call.txt" 2>&1
 status+=("first call: $(tr '\n' ';' < "$OUT/first_call.txt")")
 fi
 
+if step host; then
+$PY benchmarks/eager_time.py 1,4096,4096 16,28672,4096 > "$OUT/host.txt" 2>&1
+for pdl in 0 1; do
+  LQQ_PDL=$pdl $PY benchmarks/quant_ab.py 1,8192,28672 64,8192,28672 256,8192,28672 \
+    >> "$OUT/host.txt" 2>&1
+done
+status+=("host: exit $?")
+fi
+
 if step bench; then
 $PY -m lqq bench --m "${BENCH_M:-1,16,64,256,1024,4096}" ${BENCH_LAYERS:+--layers $BENCH_LAYERS} \
   --groups "${BENCH_GROUPS:-7}" --json > "$OUT/bench.json" 2> "$OUT/bench.err"
@@ -71,4 +82,5 @@ echo "== summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noh
 printf '%s\n' "${status[@]}"
 [ -f "$OUT/autotune.txt" ] && { echo; echo "autotune (tuned vs heuristic):"; cat "$OUT/autotune.txt"; }
 [ -f "$OUT/llama_block.md" ] && { echo; echo "llama_block (one Llama-3-8B layer's linears):"; cat "$OUT/llama_block.md"; }
+[ -f "$OUT/host.txt" ] && { echo; echo "host path (eager us/call; quantize vs GEMM, PDL off then on):"; cat "$OUT/host.txt"; }
 [ -f "$OUT/bench.md" ] && { echo; cat "$OUT/bench.md"; }
