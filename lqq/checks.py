@@ -11,8 +11,22 @@ K_MAX = 65536            # |acc| <= 127 * 128 * K must fit int32
 FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
 
 
+_dtype_names: dict = {}     # dtype -> name: str(dtype) costs microseconds on every call
+
+
 def dtype_name(a) -> str:
-    return str(getattr(a, "dtype", type(a).__name__)).replace("torch.", "")
+    dt = getattr(a, "dtype", None)
+    if dt is None:
+        return type(a).__name__
+    try:
+        return _dtype_names[dt]
+    except (KeyError, TypeError):                   # TypeError: an unhashable dtype
+        name = str(dt).replace("torch.", "")
+    try:
+        _dtype_names[dt] = name
+    except TypeError:
+        pass
+    return name
 
 
 def is_float(a) -> bool:

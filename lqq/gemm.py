@@ -53,9 +53,9 @@ def _split_x(x, K):
         xs, kind_s = _xp.as_array(x[1])
         if _xp.is_cupy(xq) != _xp.is_cupy(xs):
             raise TypeError("xq and xs must be on the same side (both NumPy or both GPU)")
-        if xq.dtype.char != "b":                        # int8 (cheaper than str(dtype))
+        if checks.dtype_name(xq) != "int8":
             raise TypeError(f"xq must be int8, got {xq.dtype}")
-        if xs.dtype.char != "f":                        # float32
+        if checks.dtype_name(xs) != "float32":
             raise TypeError(f"xs must be float32 scales, got {xs.dtype}")
         if xq.ndim < 1 or xq.shape[-1] != K:
             raise ValueError(f"xq has shape {tuple(xq.shape)}; its last dimension must be the "

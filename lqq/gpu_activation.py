@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import configs, launch
+from . import checks, configs, launch
 
 _IN_KIND = {"float16": "f16", "bfloat16": "bf16", "float32": "f32"}
 
@@ -12,7 +12,7 @@ def quantize_rows_gpu(X2, stream=None, out=None):
     """CuPy [M, K] float16/bfloat16/float32 -> (int8 [M, K], float32 [M]), equal
     to lqq.activation.quantize_rows bit for bit. float64 is cast to float32."""
     import cupy as cp
-    name = str(X2.dtype)
+    name = checks.dtype_name(X2)
     if name == "float64":
         X2, name = X2.astype(cp.float32), "float32"
     X2 = cp.ascontiguousarray(X2)

@@ -210,13 +210,6 @@ def clear() -> None:
     invalidate()
 
 
-def summary() -> str:
-    """One line for `lqq info`."""
-    files = load_all()
-    n = sum(len(f["entries"]) for f in files)
-    return f"{n} autotune entries in {len(files)} file(s) under {cache_dir()}"
-
-
 # ---------------------------------------------------------------- hot-path lookup
 
 class _Index:

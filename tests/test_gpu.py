@@ -208,6 +208,18 @@ def _captured_gemm(rng, M):
     return w, wg, x, out, stream, graph
 
 
+def _replay_is_exact(rng, w, x, out, stream, graph):
+    """New inputs into the captured x, a poisoned out, one replay: exact."""
+    with stream:
+        X = rng.standard_normal(x.shape).astype(np.float16)
+        x[...] = cp.asarray(X)
+        out.fill(np.nan)
+        graph.launch(stream)
+        stream.synchronize()
+    x8, xs = lqq.quantize_activation(X)
+    assert np.array_equal(cp.asnumpy(out), reference.gemm(x8, xs, w))
+
+
 @pytest.mark.parametrize("M", [1, 16, 100])
 def test_cuda_graph_capture_and_replay(M):
     """After a warm-up on the capturing stream, lqq.gemm (float input, so
@@ -215,15 +227,8 @@ def test_cuda_graph_capture_and_replay(M):
     nothing, so it can be captured; replays with new inputs are exact."""
     rng = np.random.default_rng()
     w, wg, x, out, stream, graph = _captured_gemm(rng, M)
-    with stream:
-        for _ in range(2):
-            X = rng.standard_normal((M, 1024)).astype(np.float16)
-            x[...] = cp.asarray(X)
-            out.fill(np.nan)
-            graph.launch(stream)
-            stream.synchronize()
-            x8, xs = lqq.quantize_activation(X)
-            assert np.array_equal(cp.asnumpy(out), reference.gemm(x8, xs, w))
+    for _ in range(2):
+        _replay_is_exact(rng, w, x, out, stream, graph)
 
 
 def test_graph_survives_scratch_growth():
@@ -235,13 +240,7 @@ def test_graph_survives_scratch_growth():
         big = cp.asarray(rng.standard_normal((700, 1024)).astype(np.float16))
         lqq.gemm(big, wg)                              # grows x8, xs, partial scratch
         cp.zeros(64 << 20, cp.uint8)                   # and the pool may hand memory out again
-        X = rng.standard_normal((3, 1024)).astype(np.float16)
-        x[...] = cp.asarray(X)
-        out.fill(np.nan)
-        graph.launch(stream)
-        stream.synchronize()
-    x8, xs = lqq.quantize_activation(X)
-    assert np.array_equal(cp.asnumpy(out), reference.gemm(x8, xs, w))
+    _replay_is_exact(rng, w, x, out, stream, graph)
 
 
 @pytest.mark.parametrize("M", [1, 16, 40, 257])
