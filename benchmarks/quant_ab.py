@@ -2,7 +2,9 @@
 input), each as a CUDA graph of back-to-back calls with rotated weights, so
 the cost of quantizing inside lqq.gemm can be told apart from the kernels'
 interplay (run once with LQQ_PDL=0 and once with LQQ_PDL=1).
-python benchmarks/quant_ab.py M,N,K ..."""
+python benchmarks/quant_ab.py M,N,K ...
+QUANT_AB_ACT=THREADS,VPT pins the quantizer's shape (lqq.configs.ActConfig)
+instead of the one lqq picks per M."""
 import os
 import sys
 
@@ -10,10 +12,15 @@ import cupy as cp
 import numpy as np
 
 import lqq
-from lqq import bench
+from lqq import bench, configs
+
+if os.environ.get("QUANT_AB_ACT"):
+    pinned = configs.ActConfig(*map(int, os.environ["QUANT_AB_ACT"].split(",")))
+    configs.activation_config = lambda M: pinned
 
 rng = np.random.default_rng(0)
-print(f"LQQ_PDL={os.environ.get('LQQ_PDL', '(default: on)')}")
+print(f"LQQ_PDL={os.environ.get('LQQ_PDL', '(default: on)')} "
+      f"quantizer={os.environ.get('QUANT_AB_ACT', '(by M)')}")
 for arg in sys.argv[1:]:
     M, N, K = map(int, arg.split(","))
     w = lqq.quantize_weight(cp.asarray(rng.standard_normal((N, K), dtype=np.float32)), 64, "round")

@@ -436,15 +436,52 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
 # ---------------------------------------------------------------- activations
 
 ACT_INPUTS = ("f16", "bf16", "f32")
-ACT_THREADS = 256
 
 
-def activation_spec(kind: str) -> KernelSpec:
-    return KernelSpec(f"lqq_quantize_activation_{kind}", "quantize_activation.cu.j2",
-                      {"IN": kind, "THREADS": ACT_THREADS}, family="quantize_activation")
+@dataclass(frozen=True)
+class ActConfig:
+    """One CTA per token. THREADS x VPT 16-byte vectors of a row are held in
+    registers (read once, every load in flight: a lone row is latency-bound);
+    VPT = 0 reads the row twice with fewer threads, so that many rows share
+    an SM (bandwidth-bound batches)."""
+    THREADS: int
+    VPT: int
+
+    def spec(self, kind: str) -> KernelSpec:
+        return KernelSpec(f"lqq_quantize_activation_{kind}_t{self.THREADS}_v{self.VPT}",
+                          "quantize_activation.cu.j2",
+                          {"IN": kind, "THREADS": self.THREADS, "VPT": self.VPT},
+                          family="quantize_activation")
+
+
+ACT_WIDE = ActConfig(1024, 4)        # rows of up to 32768 fp16 / 16384 fp32 values held
+ACT_NARROW = ActConfig(256, 0)
+# H100, quantize inside lqq.gemm (float input minus pre-quantized, PDL on), wide
+# vs narrow: 5.6 vs 31.5 us at M = 64, 19 vs 38 at 256, 14 vs 15 at 512, 27 vs
+# 18 at 1024, 135 vs 73 at 4096 (the narrow kernel alone takes 6.9 us at M = 64,
+# but the GEMM after it loses 25 us; unexplained, RESULTS.md)
+ACT_WIDE_MAX_ROWS = 512
+
+
+def activation_config(M: int) -> ActConfig:
+    return ACT_WIDE if M <= ACT_WIDE_MAX_ROWS else ACT_NARROW
+
+
+def activation_spec(kind: str, M: int = 1) -> KernelSpec:
+    return _act_spec(kind, activation_config(M))
+
+
+_act_specs: dict = {}
+
+
+def _act_spec(kind: str, cfg: ActConfig) -> KernelSpec:
+    spec = _act_specs.get((kind, cfg))
+    if spec is None:
+        spec = _act_specs[(kind, cfg)] = cfg.spec(kind)
+    return spec
 
 
 def all_kernels() -> list[KernelSpec]:
     """Every kernel lqq can launch (what `lqq kernels` compiles)."""
     return ([c.spec() for c in MMA_CONFIGS] + [c.spec() for c in DECODE_CONFIGS]
-            + [c.spec() for c in WGMMA_CONFIGS] + [activation_spec(k) for k in ACT_INPUTS])
+            + [c.spec() for c in WGMMA_CONFIGS] + [c.spec(k) for k in ACT_INPUTS for c in (ACT_WIDE, ACT_NARROW)])
