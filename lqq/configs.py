@@ -130,10 +130,12 @@ class WgmmaConfig:
     def REGS(self) -> tuple:
         """setmaxnreg (producer, consumer) where the consumers' BN/2 accumulators
         plus two 16-register A banks need more than an even split gives:
-        40 x 128 + 232 x 256 = 168 x 384 (HOPPER.md); with four consumers
-        24 x 128 + 112 x 512 <= 96 x 640."""
+        40 x 128 + 232 x 256 = 168 x 384 (HOPPER.md); with three consumers
+        24 x 128 + 160 x 384 <= 128 x 512; with four 24 x 128 + 112 x 512 <= 96 x 640."""
         if self.C == 4:
             return (24, 112) if self.BN >= 64 else ()
+        if self.C == 3:          # 512 threads: ptxas allocates within 128 registers anyway
+            return ()
         return (40, 232) if self.BN >= 128 else ()
 
     @property
@@ -143,7 +145,9 @@ class WgmmaConfig:
         return 2 if self.BN <= 16 and self.C == 2 else 1
 
     def stage_bytes(self) -> int:
-        return self.BN * 128 + self.C * (4096 + 512)
+        """Activations + each slab's codes and group parameters, padded to 1024
+        bytes (the swizzled activation tile of every stage must be aligned)."""
+        return -(-(self.BN * 128 + self.C * (4096 + 512)) // 1024) * 1024
 
     def smem_bytes(self, kb_per_split: int = 0) -> int:
         return self.STAGES * self.stage_bytes() + 1024          # + alignment slack
@@ -156,8 +160,9 @@ class WgmmaConfig:
 
 
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
-    (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (256, 4), (256, 5))) + tuple(
-    WgmmaConfig(bn, st, 4) for bn, st in ((16, 8), (32, 8), (64, 8)))
+    (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4), (256, 5))) + tuple(
+    WgmmaConfig(bn, st, 4) for bn, st in ((16, 8), (32, 8), (64, 8))) + tuple(
+    WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6)))
 
 
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
@@ -204,18 +209,29 @@ def plan(config, M: int, N: int, K: int, splits: int = 1, ctas: int | None = Non
 
 
 def wgmma_for(M: int, N: int, K: int) -> WgmmaConfig:
-    """The Hopper config for M tokens: the narrowest tile that covers M up to
-    128 tokens (four consumer warpgroups for 17..64 on layers larger than
-    4096 x 4096), 256 once M >= 1024, or M >= 256 on wide layers (N >= 8192),
-    where the wider B tile halves the weight traffic per token (probes on the
-    H100, RESULTS.md)."""
-    if M >= 1024 or (M >= 256 and N >= 8192):
+    """The Hopper config for M tokens (probes on the H100, RESULTS.md): the
+    narrowest tile that covers M up to 128 tokens, with four consumer
+    warpgroups for 17..64 on layers larger than 4096 x 4096 and three (192
+    weight rows a tile) for 65..96; one 192-token tile for 129..192 and one
+    256-token tile for 193..256 on larger layers, two 96- or 128-token tiles
+    on small ones; 256 once M >= 1024, or M >= 256 on wide layers (N >= 8192),
+    where the wider B tile halves the weight traffic per token."""
+    small = N * K <= SMALL_LAYER
+    if M >= 1024 or (M >= 256 and N >= 8192) or (192 < M <= 256 and not small):
+        # 28672 x 4096 at M = 224: 0.085 ms against 0.102 for two 128-token tiles
         return WgmmaConfig(256, 5)
     if 16 < M <= 64 and N * K > SMALL_DECODE:
         # four consumer warpgroups: 1.10-1.25x two at M = 32 and 64 (the
         # consumers' per-k-block chain, not bandwidth, bounds two), not at 16 or
         # 128, nor on 4096 x 4096 at M = 64 (17.5 us against 15.8 for two)
         return WgmmaConfig(32 if M <= 32 else 64, 8, 4)
+    if 64 < M <= 96 or (128 < M <= 192 and small):
+        # three consumers: 1.10-1.19x a 128-token tile at M = 65 and 96 on 70B
+        # and 8B layers; at 160..192 on 4096 x 4096, 0.021 ms against 0.024
+        return WgmmaConfig(96, 6, 3)
+    if 128 < M <= 192:
+        # one 192-token tile: 1.35-1.77x two 128-token tiles at M = 160 and 192
+        return WgmmaConfig(192, 5)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
     return WgmmaConfig(bn, 8 if bn <= 64 else 6)
 
@@ -244,6 +260,9 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
 # on the wgmma kernel (autotune: 1.14x at M = 16); from 6144 x 4096 up the
 # wgmma kernel is as fast or faster (RESULTS.md, 2026-11-23).
 SMALL_DECODE = 4096 * 4096
+# Up to this many weights, 129..256 tokens run as two narrower tiles (more
+# tiles to spread over the SMs) rather than one wide one (RESULTS.md).
+SMALL_LAYER = 6144 * 4096
 
 
 def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:

@@ -89,7 +89,8 @@ def test_show_prints_source_and_sass():
 
 SHAPES = [(1, 64, 64), (3, 100, 96), (17, 4096, 4096), (100, 130, 384), (257, 28672, 4096),
           (1024, 8192, 28672), (16, 57344, 8192), (8, 4096, 14336), (4096, 6144, 4096),
-          (1, 1, 32), (9, 63, 65536)]
+          (1, 1, 32), (9, 63, 65536), (96, 8192, 8192), (160, 4096, 4096),
+          (192, 57344, 8192), (224, 4096, 14336), (65, 100, 4096)]
 
 
 @pytest.mark.parametrize("M,N,K", SHAPES)
@@ -122,9 +123,15 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
         assert -(-tiles // slots) * slots <= 1.08 * tiles, "whole waves, nearly"
     if p.grid[0] == tiles and tiles * Q > slots:
         assert tiles >= 0.8 * slots, "stream-K when one CTA per tile leaves SMs idle"
-    assert p.config.BN >= min(M, 128), "one tile covers the tokens up to 128"
+    small = N * K <= configs.SMALL_LAYER
+    if M <= 128:
+        assert p.config.BN >= M, "one tile covers the tokens up to 128"
+    if 128 < M <= 256 and not small:
+        assert p.config.BN >= M, "one tile covers up to 256 tokens on larger layers"
     assert (p.config.C == 4) == (16 < M <= 64 and N * K > configs.SMALL_DECODE), \
         "four consumer warpgroups for 17..64 tokens on layers larger than 4096 x 4096"
+    assert (p.config.C == 3) == (64 < M <= 96 or (128 < M <= 192 and small)), \
+        "three consumer warpgroups for 65..96 tokens, and 129..192 on small layers"
 
 
 def test_short_tiles_in_many_waves_take_one_stream_k_wave():
@@ -192,7 +199,7 @@ def test_forced_config_parsing(monkeypatch):
     assert p.config == configs.WgmmaConfig(64, 8, 4) and p.grid == (132, 1, 1)
     assert configs.wgmma_units(p.config, 64, 57344, 8192) == (224, 64), "256 rows per tile"
     for bad in ("bm7_rb1", "decode_bm8_rb1", "mma_bm32_rb1_x2", "hello", "wgmma_bn16_st8_c0",
-                "wgmma_bn24_st8", "mma_bm32_rb1_c4", "wgmma_bn128_st6_wg4", "wgmma_bn64_st8_wg3"):
+                "wgmma_bn24_st8", "mma_bm32_rb1_c4", "wgmma_bn128_st6_wg4", "wgmma_bn64_st8_wg5"):
         monkeypatch.setenv("LQQ_FORCE_CONFIG", bad)
         with pytest.raises(ValueError, match="LQQ_FORCE_CONFIG"):
             configs.forced(5, 4096, 4096)
