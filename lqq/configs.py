@@ -162,7 +162,7 @@ class WgmmaConfig:
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4), (256, 5))) + tuple(
     WgmmaConfig(bn, st, 4) for bn, st in ((16, 8), (32, 8), (64, 8))) + tuple(
-    WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6)))
+    WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6)))
 
 
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
@@ -212,7 +212,7 @@ def wgmma_for(M: int, N: int, K: int) -> WgmmaConfig:
     """The Hopper config for M tokens (probes on the H100, RESULTS.md): the
     narrowest tile that covers M up to 128 tokens, with four consumer
     warpgroups for 17..64 on layers larger than 4096 x 4096 and three (192
-    weight rows a tile) for 65..96; one 192-token tile for 129..192 and one
+    weight rows a tile) for 65..96, and for 97..128 on the largest layers; one 192-token tile for 129..192 and one
     256-token tile for 193..256 on larger layers, two 96- or 128-token tiles
     on small ones; 256 once M >= 1024, or M >= 256 on wide layers (N >= 8192),
     where the wider B tile halves the weight traffic per token."""
@@ -232,6 +232,10 @@ def wgmma_for(M: int, N: int, K: int) -> WgmmaConfig:
     if 128 < M <= 192:
         # one 192-token tile: 1.35-1.77x two 128-token tiles at M = 160 and 192
         return WgmmaConfig(192, 5)
+    if 96 < M <= 128 and N * K >= LARGE_LAYER:
+        # three consumers: 1.07-1.13x two at M = 112 and 128 on the 70B MLP
+        # layers; even on 28672 x 4096, slower on smaller ones
+        return WgmmaConfig(128, 6, 3)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
     return WgmmaConfig(bn, 8 if bn <= 64 else 6)
 
@@ -263,6 +267,8 @@ SMALL_DECODE = 4096 * 4096
 # Up to this many weights, 129..256 tokens run as two narrower tiles (more
 # tiles to spread over the SMs) rather than one wide one (RESULTS.md).
 SMALL_LAYER = 6144 * 4096
+# From this many weights, 97..128 tokens run on three consumer warpgroups.
+LARGE_LAYER = 8192 * 28672
 
 
 def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:

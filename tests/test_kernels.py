@@ -90,7 +90,8 @@ def test_show_prints_source_and_sass():
 SHAPES = [(1, 64, 64), (3, 100, 96), (17, 4096, 4096), (100, 130, 384), (257, 28672, 4096),
           (1024, 8192, 28672), (16, 57344, 8192), (8, 4096, 14336), (4096, 6144, 4096),
           (1, 1, 32), (9, 63, 65536), (96, 8192, 8192), (160, 4096, 4096),
-          (192, 57344, 8192), (224, 4096, 14336), (65, 100, 4096)]
+          (192, 57344, 8192), (224, 4096, 14336), (65, 100, 4096),
+          (128, 57344, 8192), (100, 8192, 8192)]
 
 
 @pytest.mark.parametrize("M,N,K", SHAPES)
@@ -130,8 +131,10 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
         assert p.config.BN >= M, "one tile covers up to 256 tokens on larger layers"
     assert (p.config.C == 4) == (16 < M <= 64 and N * K > configs.SMALL_DECODE), \
         "four consumer warpgroups for 17..64 tokens on layers larger than 4096 x 4096"
-    assert (p.config.C == 3) == (64 < M <= 96 or (128 < M <= 192 and small)), \
-        "three consumer warpgroups for 65..96 tokens, and 129..192 on small layers"
+    assert (p.config.C == 3) == (64 < M <= 96 or (128 < M <= 192 and small)
+                                 or (96 < M <= 128 and N * K >= configs.LARGE_LAYER)), \
+        "three consumer warpgroups for 65..96 tokens, 97..128 on the largest layers, " \
+        "129..192 on small layers"
 
 
 def test_short_tiles_in_many_waves_take_one_stream_k_wave():
