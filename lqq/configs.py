@@ -479,27 +479,31 @@ class ActConfig:
                           family="quantize_activation")
 
 
+# Measured on the H100 (RESULTS.md), quantization inside lqq.gemm (float input
+# minus pre-quantized, PDL on). Up to 512 tokens a lone row is latency-bound:
+# the wide kernel, 5.6 us at M = 64 against 31.5 for the two-pass one (which
+# alone takes 6.9 us, but the GEMM after it loses 25; unexplained). Above,
+# rows share SMs: two passes where the row is short (26 us against 41 for
+# 512 x 8 at 4096 x 4096), held rows where it is long (4096 x 28672: 103 us
+# against 212, as the second pass misses L2).
 ACT_WIDE = ActConfig(1024, 4)        # rows of up to 32768 fp16 / 16384 fp32 values held
 ACT_NARROW = ActConfig(256, 0)
-# H100, quantize inside lqq.gemm (float input minus pre-quantized, PDL on), wide
-# vs narrow: 5.6 vs 31.5 us at M = 64, 19 vs 38 at 256, 14 vs 15 at 512, 27 vs
-# 18 at 1024, 135 vs 73 at 4096 (the narrow kernel alone takes 6.9 us at M = 64,
-# but the GEMM after it loses 25 us; unexplained, RESULTS.md)
+ACT_LONG = ActConfig(512, 8)
+ACT_CONFIGS = (ACT_WIDE, ACT_NARROW, ACT_LONG)
 ACT_WIDE_MAX_ROWS = 512
+ACT_LONG_MIN_K = 16384
 
 
-def activation_config(M: int) -> ActConfig:
-    return ACT_WIDE if M <= ACT_WIDE_MAX_ROWS else ACT_NARROW
-
-
-def activation_spec(kind: str, M: int = 1) -> KernelSpec:
-    return _act_spec(kind, activation_config(M))
+def activation_config(M: int, K: int) -> ActConfig:
+    if M <= ACT_WIDE_MAX_ROWS:
+        return ACT_WIDE
+    return ACT_LONG if K > ACT_LONG_MIN_K else ACT_NARROW
 
 
 _act_specs: dict = {}
 
 
-def _act_spec(kind: str, cfg: ActConfig) -> KernelSpec:
+def activation_spec(kind: str, cfg: ActConfig) -> KernelSpec:
     spec = _act_specs.get((kind, cfg))
     if spec is None:
         spec = _act_specs[(kind, cfg)] = cfg.spec(kind)
@@ -509,4 +513,4 @@ def _act_spec(kind: str, cfg: ActConfig) -> KernelSpec:
 def all_kernels() -> list[KernelSpec]:
     """Every kernel lqq can launch (what `lqq kernels` compiles)."""
     return ([c.spec() for c in MMA_CONFIGS] + [c.spec() for c in DECODE_CONFIGS]
-            + [c.spec() for c in WGMMA_CONFIGS] + [c.spec(k) for k in ACT_INPUTS for c in (ACT_WIDE, ACT_NARROW)])
+            + [c.spec() for c in WGMMA_CONFIGS] + [c.spec(k) for k in ACT_INPUTS for c in ACT_CONFIGS])

@@ -222,3 +222,15 @@ def test_wgmma_plan_that_overflows_the_unit_counters_is_illegal():
     M, N, K = 200_000, 57344, 65536                 # 5.7e9 units of work
     assert "32-bit" in configs.why_illegal(configs.plan(cfg, M, N, K, ctas=1), M, N, K)
     assert configs.why_illegal(configs.plan(cfg, M, N, K, ctas=132), M, N, K) is None
+
+
+def test_activation_quantizer_shapes():
+    """Few tokens: the wide kernel; many: two passes over short rows, held long
+    rows; every shape is compiled by `lqq kernels`."""
+    names = {k.name for k in configs.all_kernels()}
+    assert configs.activation_config(1, 28672) == configs.ACT_WIDE
+    assert configs.activation_config(512, 4096) == configs.ACT_WIDE
+    assert configs.activation_config(513, 4096) == configs.ACT_NARROW
+    assert configs.activation_config(4096, 28672) == configs.ACT_LONG
+    for cfg in configs.ACT_CONFIGS:
+        assert all(cfg.spec(k).name in names for k in configs.ACT_INPUTS)
