@@ -78,7 +78,11 @@ $PY -c "import json,sys; from lqq import bench; print(bench.table(json.load(open
 fi
 
 echo
-echo "== summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1), commit ${LQQ_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)})"
+# a copied tree may carry a stale .git: say so when the files differ from HEAD
+commit=${LQQ_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+[ -z "${LQQ_COMMIT:-}" ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] \
+  && commit="$commit+modified (set LQQ_COMMIT)"
+echo "== summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1), commit $commit)"
 printf '%s\n' "${status[@]}"
 [ -f "$OUT/autotune.txt" ] && { echo; echo "autotune (tuned vs heuristic):"; cat "$OUT/autotune.txt"; }
 [ -f "$OUT/llama_block.md" ] && { echo; echo "llama_block (one Llama-3-8B layer's linears):"; cat "$OUT/llama_block.md"; }
