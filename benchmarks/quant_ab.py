@@ -4,7 +4,7 @@ the cost of quantizing inside lqq.gemm can be told apart from the kernels'
 interplay (run once with LQQ_PDL=0 and once with LQQ_PDL=1).
 python benchmarks/quant_ab.py M,N,K ...
 QUANT_AB_ACT=THREADS,VPT pins the quantizer's shape (lqq.configs.ActConfig)
-instead of the one lqq picks per (M, K)."""
+instead of the one lqq picks per (M, row bytes)."""
 import os
 import sys
 
@@ -16,7 +16,7 @@ from lqq import bench, configs
 
 if os.environ.get("QUANT_AB_ACT"):
     pinned = configs.ActConfig(*map(int, os.environ["QUANT_AB_ACT"].split(",")))
-    configs.activation_config = lambda M, K: pinned
+    configs.activation_config = lambda M, row_bytes: pinned
 
 rng = np.random.default_rng(0)
 print(f"LQQ_PDL={os.environ.get('LQQ_PDL', '(default: on)')} "

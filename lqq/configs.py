@@ -130,11 +130,13 @@ class WgmmaConfig:
     def REGS(self) -> tuple:
         """setmaxnreg (producer, consumer) where the consumers' BN/2 accumulators
         plus two 16-register A banks need more than an even split gives:
-        40 x 128 + 232 x 256 = 168 x 384 (HOPPER.md); with three consumers
-        24 x 128 + 160 x 384 <= 128 x 512; with four 24 x 128 + 112 x 512 <= 96 x 640."""
+        40 x 128 + 232 x 256 = 168 x 384 (HOPPER.md); with four consumers
+        24 x 128 + 112 x 512 <= 96 x 640. Three consumers use none: 512 threads
+        get 128 registers each, which the 96- and 128-token tiles fit without
+        spilling (with setmaxnreg 24/160 ptxas spilled)."""
         if self.C == 4:
             return (24, 112) if self.BN >= 64 else ()
-        if self.C == 3:          # 512 threads: ptxas allocates within 128 registers anyway
+        if self.C == 3:
             return ()
         return (40, 232) if self.BN >= 128 else ()
 
@@ -485,19 +487,22 @@ class ActConfig:
 # alone takes 6.9 us, but the GEMM after it loses 25; unexplained). Above,
 # rows share SMs: two passes where the row is short (26 us against 41 for
 # 512 x 8 at 4096 x 4096), held rows where it is long (4096 x 28672: 103 us
-# against 212, as the second pass misses L2).
+# against 212, as the second pass misses L2). Measured on fp16 rows; the rule
+# is in bytes, so fp32 rows of the same size take the same shape.
 ACT_WIDE = ActConfig(1024, 4)        # rows of up to 32768 fp16 / 16384 fp32 values held
 ACT_NARROW = ActConfig(256, 0)
 ACT_LONG = ActConfig(512, 8)
 ACT_CONFIGS = (ACT_WIDE, ACT_NARROW, ACT_LONG)
 ACT_WIDE_MAX_ROWS = 512
-ACT_LONG_MIN_K = 16384
+ACT_LONG_ROW_BYTES = (32768, 65536)      # rows longer than the first, that ACT_LONG holds
 
 
-def activation_config(M: int, K: int) -> ActConfig:
+def activation_config(M: int, row_bytes: int) -> ActConfig:
+    """The quantizer shape for M rows of row_bytes input bytes each."""
     if M <= ACT_WIDE_MAX_ROWS:
         return ACT_WIDE
-    return ACT_LONG if K > ACT_LONG_MIN_K else ACT_NARROW
+    lo, hi = ACT_LONG_ROW_BYTES
+    return ACT_LONG if lo < row_bytes <= hi else ACT_NARROW
 
 
 _act_specs: dict = {}

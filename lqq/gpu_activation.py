@@ -19,7 +19,7 @@ def quantize_rows_gpu(X2, stream=None, out=None):
     M, K = X2.shape
     x8, xs = out if out is not None else (cp.empty((M, K), cp.int8), cp.empty(M, cp.float32))
     if M:
-        cfg = configs.activation_config(M, K)
+        cfg = configs.activation_config(M, K * X2.itemsize)
         kernel = configs.activation_spec(_IN_KIND[name], cfg).function()
         launch.launch(kernel, (M,), (cfg.THREADS,), (X2, x8, xs, np.int32(K)),
                       stream=stream, pdl=True)

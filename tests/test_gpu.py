@@ -116,6 +116,7 @@ def test_repeatable_with_split_k():
 @pytest.mark.parametrize("M,K", [(37, 1000), (3, 1001), (1, 28672), (5, 4100), (2, 40000),
                                  (configs.ACT_WIDE_MAX_ROWS + 88, 1000),
                                  (configs.ACT_WIDE_MAX_ROWS + 8, 20000),
+                                 (configs.ACT_WIDE_MAX_ROWS + 8, 12000),
                                  (configs.ACT_WIDE_MAX_ROWS + 8, 33000)])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("misaligned", [None, "x", "out"])
@@ -123,10 +124,10 @@ def test_activation_quantization_matches_reference(M, K, dtype, misaligned):
     """Rows go 16 bytes per access when K and the pointers allow it (K = 1000,
     28672; 4100 only for float32), one element at a time otherwise (K = 1001,
     x or the codes starting off a 16-byte boundary): the same codes either way.
-    Few rows (M <= 512) go to the wide kernel, many to the narrow (K = 1000)
-    or the long-row one (K = 20000, 33000). The wide and long ones hold a row
-    in registers when it fits and read it twice when it does not (K = 33000
-    and 40000, and float32 K = 20000 and 28672)."""
+    Few rows (M <= 512) go to the wide kernel, which holds a row in registers
+    when it fits and reads it twice when not (K = 40000, float32 K = 28672);
+    many rows to the two-pass one (K = 1000, 33000; float32 K = 20000) or, for
+    rows of 32-64 KB, the long-row one (float16 K = 20000, float32 12000)."""
     rng = np.random.default_rng()
     X = (rng.standard_normal((M, K)) * 3).astype(dtype)
     X[M // 2] = 0

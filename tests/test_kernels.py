@@ -225,12 +225,37 @@ def test_wgmma_plan_that_overflows_the_unit_counters_is_illegal():
 
 
 def test_activation_quantizer_shapes():
-    """Few tokens: the wide kernel; many: two passes over short rows, held long
-    rows; every shape is compiled by `lqq kernels`."""
+    """Few tokens: the wide kernel; many: two passes over rows of at most 32 KB
+    (or too long to hold), held rows of 32-64 KB; `lqq kernels` lists every
+    shape for every input type."""
     names = {k.name for k in configs.all_kernels()}
-    assert configs.activation_config(1, 28672) == configs.ACT_WIDE
-    assert configs.activation_config(512, 4096) == configs.ACT_WIDE
-    assert configs.activation_config(513, 4096) == configs.ACT_NARROW
-    assert configs.activation_config(4096, 28672) == configs.ACT_LONG
+    assert configs.activation_config(1, 2 * 28672) == configs.ACT_WIDE
+    assert configs.activation_config(512, 2 * 4096) == configs.ACT_WIDE
+    assert configs.activation_config(513, 2 * 4096) == configs.ACT_NARROW
+    assert configs.activation_config(4096, 2 * 16384) == configs.ACT_NARROW
+    assert configs.activation_config(4096, 2 * 16385) == configs.ACT_LONG
+    assert configs.activation_config(4096, 4 * 16384) == configs.ACT_LONG, "fp32 K = 16384"
+    assert configs.activation_config(4096, 4 * 16385) == configs.ACT_NARROW, "too long to hold"
+    long = configs.ACT_LONG
+    assert long.THREADS * long.VPT * 16 == configs.ACT_LONG_ROW_BYTES[1], "holds what it takes"
     for cfg in configs.ACT_CONFIGS:
         assert all(cfg.spec(k).name in names for k in configs.ACT_INPUTS)
+
+
+def test_hopper_heuristic_boundaries():
+    """The measured thresholds of wgmma_for, written out (RESULTS.md)."""
+    W = configs.WgmmaConfig
+    big, small = (8192, 28672), (4096, 4096)
+    assert configs.wgmma_for(96, *big) == W(96, 6, 3)
+    assert configs.wgmma_for(97, *big) == W(128, 6, 3), "three consumers on the largest layers"
+    assert configs.wgmma_for(97, 8192, 8192) == W(128, 6)
+    assert configs.wgmma_for(128, 57344, 8192) == W(128, 6, 3)
+    assert configs.wgmma_for(129, *big) == W(192, 5)
+    assert configs.wgmma_for(129, *small) == W(96, 6, 3), "two 96-token tiles on small layers"
+    assert configs.wgmma_for(129, 6144, 4096) == W(96, 6, 3)
+    assert configs.wgmma_for(129, 6144, 4160) == W(192, 5)
+    assert configs.wgmma_for(192, *big) == W(192, 5)
+    assert configs.wgmma_for(193, *big) == W(256, 5)
+    assert configs.wgmma_for(193, *small) == W(128, 6)
+    assert configs.wgmma_for(256, 8192, 2048) == W(256, 5), "N >= 8192 at M = 256"
+    assert configs.wgmma_for(257, *small) == W(128, 6)
