@@ -11,22 +11,33 @@ K_MAX = 65536            # |acc| <= 127 * 128 * K must fit int32
 FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
 
 
+def memoized(cache: dict, key, compute):
+    """cache[key], filled by compute(key) the first time; a key that cannot be
+    hashed is computed on every call. For hot-path lookups by dtype."""
+    try:
+        return cache[key]
+    except KeyError:
+        hashable = True
+    except TypeError:
+        hashable = False
+    value = compute(key)
+    if hashable:
+        cache[key] = value
+    return value
+
+
 _dtype_names: dict = {}     # dtype -> name: str(dtype) costs microseconds on every call
+
+
+def _name_of(dt) -> str:
+    return str(dt).replace("torch.", "")
 
 
 def dtype_name(a) -> str:
     dt = getattr(a, "dtype", None)
     if dt is None:
         return type(a).__name__
-    try:
-        return _dtype_names[dt]
-    except (KeyError, TypeError):                   # TypeError: an unhashable dtype
-        name = str(dt).replace("torch.", "")
-    try:
-        _dtype_names[dt] = name
-    except TypeError:
-        pass
-    return name
+    return memoized(_dtype_names, dt, _name_of)
 
 
 def is_float(a) -> bool:

@@ -3,6 +3,7 @@ operation, and the deterministic heuristic that picks one per shape (kept
 apart from the JIT runtime, which only renders, compiles and loads)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from . import knobs, packing
@@ -118,9 +119,15 @@ class WgmmaConfig:
         return self.BN
 
     @property
-    def name(self) -> str:
+    def tag(self) -> str:
+        """bn.._st..[_wgC]: the part of the kernel name and of LQQ_FORCE_CONFIG
+        that names the config."""
         wg = f"_wg{self.C}" if self.C != 2 else ""
-        return f"lqq_w4a8_gemm_wgmma_sm90_bn{self.BN}_st{self.STAGES}{wg}"
+        return f"bn{self.BN}_st{self.STAGES}{wg}"
+
+    @property
+    def name(self) -> str:
+        return f"lqq_w4a8_gemm_wgmma_sm90_{self.tag}"
 
     @property
     def threads(self) -> int:
@@ -162,7 +169,8 @@ class WgmmaConfig:
 
 
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
-    (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4), (256, 5))) + tuple(
+    (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4),
+    (256, 5))) + tuple(
     WgmmaConfig(bn, st, 4) for bn, st in ((16, 8), (32, 8), (64, 8))) + tuple(
     WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6)))
 
@@ -214,9 +222,9 @@ def wgmma_for(M: int, N: int, K: int) -> WgmmaConfig:
     """The Hopper config for M tokens (probes on the H100, RESULTS.md): the
     narrowest tile that covers M up to 128 tokens, with four consumer
     warpgroups for 17..64 on layers larger than 4096 x 4096 and three (192
-    weight rows a tile) for 65..96, and for 97..128 on the largest layers; one 192-token tile for 129..192 and one
-    256-token tile for 193..256 on larger layers, two 96- or 128-token tiles
-    on small ones; 256 once M >= 1024, or M >= 256 on wide layers (N >= 8192),
+    weight rows a tile) for 65..96, and for 97..128 on the largest layers;
+    one 192-token tile for 129..192 and one 256-token tile for 193..256 on
+    larger layers, two 96- or 128-token tiles on small ones; 256 once M >= 1024, or M >= 256 on wide layers (N >= 8192),
     where the wider B tile halves the weight traffic per token."""
     small = N * K <= SMALL_LAYER
     if M >= 1024 or (M >= 256 and N >= 8192) or (192 < M <= 256 and not small):
@@ -438,8 +446,9 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
 
     add(heuristic(M, N, K, sm_count, wgmma))
     if wgmma:
+        chosen = wgmma_for(M, N, K)
         for cfg in WGMMA_CONFIGS:
-            if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == wgmma_for(M, N, K):
+            if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == chosen:
                 tiles, _ = wgmma_units(cfg, M, N, K)
                 for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles):
                     add(plan(cfg, M, N, K, ctas=ctas))
@@ -505,17 +514,13 @@ def activation_config(M: int, row_bytes: int) -> ActConfig:
     return ACT_LONG if lo < row_bytes <= hi else ACT_NARROW
 
 
-_act_specs: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def activation_spec(kind: str, cfg: ActConfig) -> KernelSpec:
-    spec = _act_specs.get((kind, cfg))
-    if spec is None:
-        spec = _act_specs[(kind, cfg)] = cfg.spec(kind)
-    return spec
+    return cfg.spec(kind)
 
 
 def all_kernels() -> list[KernelSpec]:
     """Every kernel lqq can launch (what `lqq kernels` compiles)."""
     return ([c.spec() for c in MMA_CONFIGS] + [c.spec() for c in DECODE_CONFIGS]
-            + [c.spec() for c in WGMMA_CONFIGS] + [c.spec(k) for k in ACT_INPUTS for c in ACT_CONFIGS])
+            + [c.spec() for c in WGMMA_CONFIGS]
+            + [c.spec(k) for k in ACT_INPUTS for c in ACT_CONFIGS])

@@ -17,16 +17,7 @@ _out_dtypes: dict = {}       # dtype-like -> numpy type (hot path: one dict look
 def _out_dtype(out_dtype, out):
     if out_dtype is None:
         out_dtype = out.dtype if out is not None else np.float16
-    try:
-        return _out_dtypes[out_dtype]
-    except (KeyError, TypeError):                    # TypeError: unhashable
-        pass
-    resolved = _resolve_out_dtype(out_dtype)
-    try:
-        _out_dtypes[out_dtype] = resolved
-    except TypeError:
-        pass
-    return resolved
+    return checks.memoized(_out_dtypes, out_dtype, _resolve_out_dtype)
 
 
 def _resolve_out_dtype(out_dtype):

@@ -16,7 +16,6 @@ BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
 _scratch: dict = {}
 _retired: dict = {}           # replaced scratch buffers, kept for graphs captured with them
 _sm_counts: dict = {}
-_capabilities: dict = {}
 
 
 def packed(w) -> packing.PackedWeight:
@@ -88,7 +87,7 @@ def _wgmma_ok(K: int, group_size) -> bool:
     """Whether the Hopper kernel can run this weight here (False when the GPU
     cannot be asked, e.g. in CPU-only tests of the choice)."""
     try:
-        cc = _compute_capability()
+        cc = launch.compute_capability()
     except Exception:  # noqa: BLE001 - no CuPy or no device: the portable kernels
         return False
     return group_size is not None and configs.wgmma_eligible(K, group_size, cc)
@@ -136,8 +135,9 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
     wgmma = isinstance(cfg, configs.WgmmaConfig)
     smem = 0
     if wgmma:
-        if not configs.wgmma_eligible(K, w.group_size, _compute_capability()):
-            raise ValueError(f"{cfg.name} needs an sm_90 GPU (this is sm_{_compute_capability()}) "
+        cc = launch.compute_capability()
+        if not configs.wgmma_eligible(K, w.group_size, cc):
+            raise ValueError(f"{cfg.name} needs an sm_90 GPU (this is sm_{cc}) "
                              f"and group size 32/64/128/256 (or K with K % 128 == 0); unset "
                              f"LQQ_FORCE_CONFIG")
         # stream-K: two partial-sum slots per CTA, one counter per tile
@@ -167,15 +167,6 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
     return rec
 
 
-def _compute_capability() -> str:
-    import cupy as cp
-    dev = cp.cuda.Device().id
-    cc = _capabilities.get(dev)
-    if cc is None:
-        cc = _capabilities[dev] = cp.cuda.Device(dev).compute_capability
-    return cc
-
-
 def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
     """x2: CuPy float [M, K] or None; (xq, xs): CuPy int8 [M, K] + float32 [M]."""
     import cupy as cp
@@ -200,7 +191,8 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         rec = _launch(w, p, choose(M, N, K, w.group_size), M, out_dtype, bias_kind)
         # scratch is looked up per call, not held by the record: it follows
         # growth, and scratch_scope() can still free a short-lived stream's
-        partial = scratch(stream, "partial", rec.partial_size, cp.int32) if rec.partial_size else p.s1
+        partial = (scratch(stream, "partial", rec.partial_size, cp.int32)
+                   if rec.partial_size else p.s1)
         counters = (scratch(stream, "counters", rec.counters_size, cp.uint32, zeroed=True)
                     if rec.counters_size else p.s1)
         tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, partial,

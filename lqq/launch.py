@@ -51,16 +51,21 @@ def _launch_fn():
 
 
 @functools.lru_cache(maxsize=None)
-def _pdl_device(device_id: int) -> bool:
+def _capability(device_id: int) -> str:
     import cupy as cp
-    return int(cp.cuda.Device(device_id).compute_capability) >= 90
+    return cp.cuda.Device(device_id).compute_capability
+
+
+def compute_capability() -> str:
+    """The current device's compute capability ("90"), cached per device."""
+    import cupy as cp
+    return _capability(cp.cuda.Device().id)
 
 
 def pdl_active() -> bool:
     """Whether launch(..., pdl=True) uses PDL here (LQQ_PDL, an sm_90+ GPU and a
     driver with cuLaunchKernelEx)."""
-    import cupy as cp
-    return knobs.pdl() and _launch_fn() is not None and _pdl_device(cp.cuda.Device().id)
+    return knobs.pdl() and _launch_fn() is not None and int(compute_capability()) >= 90
 
 
 def _pack(args):

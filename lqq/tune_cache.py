@@ -60,8 +60,7 @@ def plan_text(p) -> str:
     if isinstance(c, configs.DecodeConfig):
         return f"decode_bm{c.BM}_rb{c.RB}_pf{c.PF}_s{p.splits}"
     if isinstance(c, configs.WgmmaConfig):
-        wg = f"_wg{c.C}" if c.C != 2 else ""
-        return f"wgmma_bn{c.BN}_st{c.STAGES}{wg}_c{p.grid[0]}"
+        return f"wgmma_{c.tag}_c{p.grid[0]}"
     return f"mma_bm{c.BM}_rb{c.RB}_s{p.splits}"
 
 
