@@ -259,3 +259,28 @@ def test_hopper_heuristic_boundaries():
     assert configs.wgmma_for(193, *small) == W(128, 6)
     assert configs.wgmma_for(256, 8192, 2048) == W(256, 5), "N >= 8192 at M = 256"
     assert configs.wgmma_for(257, *small) == W(128, 6)
+
+
+@pytest.mark.parametrize("group_size,K", [(32, 4096), (64, 1024), (128, 512), (256, 2048),
+                                          (384, 384), (640, 1280)])
+def test_producer_group_index_bumps_like_the_division(group_size, K):
+    """The Hopper producer (gemm_wgmma_sm90.cu.j2) bumps the group index per
+    k-block instead of dividing: from any starting k-block of a tile it must
+    equal kq * 128 / group_size, and restart at 0 with the next tile."""
+    Q = K // 128
+    gpk = 128 // group_size if group_size <= 128 else 0
+    kpg = 1 if group_size <= 128 else group_size // 128
+    for start in range(Q):
+        kq = start
+        g, gsub = (kq * gpk, 0) if gpk else (kq // kpg, kq % kpg)
+        for _ in range(2 * Q):
+            assert g == kq * 128 // group_size, (start, kq)
+            if gpk:
+                g += gpk
+            else:
+                gsub += 1
+                if gsub == kpg:
+                    gsub, g = 0, g + 1
+            kq += 1
+            if kq == Q:
+                kq, g, gsub = 0, 0, 0
