@@ -137,14 +137,14 @@ class WgmmaConfig:
     def REGS(self) -> tuple:
         """setmaxnreg (producer, consumer) where the consumers' BN/2 accumulators
         plus two 16-register A banks need more than an even split gives:
-        40 x 128 + 232 x 256 = 168 x 384 (HOPPER.md); with four consumers
-        24 x 128 + 112 x 512 <= 96 x 640. Three consumers use none: 512 threads
-        get 128 registers each, which the 96- and 128-token tiles fit without
-        spilling (with setmaxnreg 24/160 ptxas spilled)."""
+        40 x 128 + 232 x 256 = 168 x 384 (HOPPER.md); with three consumers
+        24 x 128 + 160 x 384 <= 128 x 512 (no spills since e717552's template;
+        the producer then runs on the uniform datapath: 67 -> 8 R2UR per
+        loop); with four 24 x 128 + 112 x 512 <= 96 x 640."""
         if self.C == 4:
             return (24, 112) if self.BN >= 64 else ()
         if self.C == 3:
-            return ()
+            return (24, 160)
         return (40, 232) if self.BN >= 128 else ()
 
     @property
