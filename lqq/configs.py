@@ -218,14 +218,16 @@ def plan(config, M: int, N: int, K: int, splits: int = 1, ctas: int | None = Non
     return Plan(config, splits, kb_per_split, (-(-Nb // config.RB), -(-M // config.BM), splits))
 
 
-def wgmma_for(M: int, N: int, K: int) -> WgmmaConfig:
+def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
     """The Hopper config for M tokens (probes on the H100, RESULTS.md): the
     narrowest tile that covers M up to 128 tokens, with four consumer
     warpgroups for 17..64 on layers larger than 4096 x 4096 and three (192
     weight rows a tile) for 65..96, and for 97..128 on the largest layers;
     one 192-token tile for 129..192 and one 256-token tile for 193..256 on
     larger layers, two 96- or 128-token tiles on small ones; 256 once M >= 1024, or M >= 256 on wide layers (N >= 8192),
-    where the wider B tile halves the weight traffic per token."""
+    where the wider B tile halves the weight traffic per token. Between those,
+    128-token tiles, with three consumers where that fits the tiles in one
+    wave of sm_count CTAs and two do not."""
     small = N * K <= SMALL_LAYER
     if M >= 1024 or (M >= 256 and N >= 8192) or (192 < M <= 256 and not small):
         # 28672 x 4096 at M = 224: 0.085 ms against 0.102 for two 128-token tiles
@@ -247,6 +249,12 @@ def wgmma_for(M: int, N: int, K: int) -> WgmmaConfig:
         # layers; even on 28672 x 4096, slower on smaller ones
         return WgmmaConfig(128, 6, 3)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
+    if M > 256:
+        # one wave of 192-row tiles beats 1.5 waves of 128-row ones (stream-K):
+        # 6144 x 4096 at M = 512, 0.031 ms against 0.043
+        tiles = lambda c: wgmma_units(WgmmaConfig(128, 6, c), M, N, K)[0]
+        if tiles(2) > sm_count >= tiles(3):
+            return WgmmaConfig(128, 6, 3)
     return WgmmaConfig(bn, 8 if bn <= 64 else 6)
 
 
@@ -301,7 +309,7 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
         return plan(cfg, M, N, K, min(splits, max(1, Kb // 4)))
     if wgmma:
         # Hopper: a persistent stream-K grid of as many CTAs as fit at once
-        cfg = wgmma_for(M, N, K)
+        cfg = wgmma_for(M, N, K, sm_count)
         return plan(cfg, M, N, K, ctas=wgmma_grid(cfg, M, N, K, sm_count))
     BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     tiles_m = -(-M // BM)
@@ -446,7 +454,7 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
 
     add(heuristic(M, N, K, sm_count, wgmma))
     if wgmma:
-        chosen = wgmma_for(M, N, K)
+        chosen = wgmma_for(M, N, K, sm_count)
         for cfg in WGMMA_CONFIGS:
             if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == chosen:
                 tiles, _ = wgmma_units(cfg, M, N, K)

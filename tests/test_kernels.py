@@ -259,6 +259,11 @@ def test_hopper_heuristic_boundaries():
     assert configs.wgmma_for(193, *small) == W(128, 6)
     assert configs.wgmma_for(256, 8192, 2048) == W(256, 5), "N >= 8192 at M = 256"
     assert configs.wgmma_for(257, *small) == W(128, 6)
+    # 257..1023 tokens on narrower layers: three consumers when that makes one wave
+    assert configs.wgmma_for(512, 6144, 4096) == W(128, 6, 3), "128 tiles against 192"
+    assert configs.wgmma_for(512, 4096, 4096) == W(128, 6), "128 tiles of two slabs: one wave"
+    assert configs.wgmma_for(640, 6144, 4096) == W(128, 6), "160 tiles even with three"
+    assert configs.wgmma_for(512, 6144, 4096, sm_count=200) == W(128, 6)
 
 
 @pytest.mark.parametrize("group_size,K", [(32, 4096), (64, 1024), (128, 512), (256, 2048),
