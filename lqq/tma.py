@@ -11,6 +11,14 @@ _UINT8, _SWIZZLE_128B, _L2_128B, _OOB_ZERO, _NO_INTERLEAVE = 0, 3, 2, 0, 0
 MAP_DTYPE = np.dtype([("opaque", np.uint64, 16)], align=True)   # 128 bytes
 
 
+def _aligned_map():
+    """A zeroed size-1 MAP_DTYPE array at a 64-byte aligned address: the driver
+    requires it of the map it encodes (NumPy aligns less)."""
+    buf = np.zeros(MAP_DTYPE.itemsize + 64, np.uint8)
+    off = -buf.ctypes.data % 64
+    return buf[off:off + MAP_DTYPE.itemsize].view(MAP_DTYPE)
+
+
 @functools.lru_cache(maxsize=1)
 def _encode_fn():
     lib = ctypes.CDLL("libcuda.so.1")
@@ -32,7 +40,7 @@ def rows_2d(ptr: int, rows: int, row_bytes: int, box_rows: int, box_bytes: int =
     the driver costs microseconds on every call)."""
     if ptr % 16 or row_bytes % 16:
         raise ValueError("TMA needs a 16-byte aligned base and row stride")
-    out = np.zeros(1, MAP_DTYPE)
+    out = _aligned_map()
     dims = (ctypes.c_uint64 * 2)(row_bytes, rows)
     strides = (ctypes.c_uint64 * 1)(row_bytes)
     box = (ctypes.c_uint32 * 2)(box_bytes, box_rows)

@@ -51,3 +51,9 @@ def test_pdl_knob(monkeypatch):
     monkeypatch.setenv("LQQ_PDL", "maybe")
     with pytest.raises(ValueError, match="LQQ_PDL"):
         knobs.pdl()
+
+
+def test_tensor_maps_are_encoded_at_64_byte_aligned_addresses():
+    maps = [tma._aligned_map() for _ in range(50)]
+    assert all(m.ctypes.data % 64 == 0 and m.shape == (1,) and m.dtype == tma.MAP_DTYPE
+               and not m.tobytes().strip(b"\0") for m in maps)
