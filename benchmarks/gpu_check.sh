@@ -9,7 +9,8 @@
 #   TUNE_M=1,16 benchmarks/gpu_check.sh                          # a shorter autotune
 #   STEPS="bench" benchmarks/gpu_check.sh                          # some steps only (default:
 #                                           tests sanitizer examples autotune bench; also
-#                                           `host`: eager per-call cost and quantize vs GEMM)
+#                                           `host`: eager per-call cost and quantize vs GEMM;
+#                                           `probe`: benchmarks/probe_stages.py on PROBE_SHAPES)
 set -uo pipefail
 OUT=${OUT:-/tmp/lqq-gpu-check}
 mkdir -p "$OUT"
@@ -69,6 +70,12 @@ done
 status+=("host: exit $?")
 fi
 
+if step probe; then          # not in the default steps: where the Hopper kernel waits
+$PY benchmarks/probe_stages.py ${PROBE_SHAPES:-64,8192,8192 1,8192,8192 1,57344,8192 4096,4096,14336} \
+  > "$OUT/probe.txt" 2>&1
+status+=("probe: exit $?")
+fi
+
 if step bench; then
 $PY -m lqq bench --m "${BENCH_M:-1,16,64,256,1024,4096}" ${BENCH_LAYERS:+--layers $BENCH_LAYERS} \
   --groups "${BENCH_GROUPS:-7}" --json > "$OUT/bench.json" 2> "$OUT/bench.err"
@@ -87,4 +94,5 @@ printf '%s\n' "${status[@]}"
 [ -f "$OUT/autotune.txt" ] && { echo; echo "autotune (tuned vs heuristic):"; cat "$OUT/autotune.txt"; }
 [ -f "$OUT/llama_block.md" ] && { echo; echo "llama_block (one Llama-3-8B layer's linears):"; cat "$OUT/llama_block.md"; }
 [ -f "$OUT/host.txt" ] && { echo; echo "host path (eager us/call; quantize vs GEMM, PDL off then on):"; cat "$OUT/host.txt"; }
+[ -f "$OUT/probe.txt" ] && { echo; echo "probe (benchmarks/probe_stages.py):"; cat "$OUT/probe.txt"; }
 [ -f "$OUT/bench.md" ] && { echo; cat "$OUT/bench.md"; }

@@ -161,11 +161,15 @@ class WgmmaConfig:
     def smem_bytes(self, kb_per_split: int = 0) -> int:
         return self.STAGES * self.stage_bytes() + 1024          # + alignment slack
 
-    def spec(self) -> KernelSpec:
-        return KernelSpec(self.name, "gemm_wgmma_sm90.cu.j2",
-                          {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
-                           "MINB": self.MINB},
-                          family="gemm_wgmma_sm90", archs=("sm_90a",))
+    def spec(self, probe: bool = False) -> KernelSpec:
+        """probe: the timing-probe build of benchmarks/probe_stages.py (one more
+        argument, a u64 buffer of per-CTA counters); never used by lqq.gemm."""
+        params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
+                  "MINB": self.MINB}
+        if probe:
+            params["PROBE"] = 1
+        return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",
+                          params, family="gemm_wgmma_sm90", archs=("sm_90a",))
 
 
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (

@@ -189,23 +189,31 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
             bias = cp.ascontiguousarray(bias)
         bias_kind = BIAS_KINDS["none" if bias is None else bias.dtype.name]
         rec = _launch(w, p, choose(M, N, K, w.group_size), M, out_dtype, bias_kind)
-        # scratch is looked up per call, not held by the record: it follows
-        # growth, and scratch_scope() can still free a short-lived stream's
-        partial = (scratch(stream, "partial", rec.partial_size, cp.int32)
-                   if rec.partial_size else p.s1)
-        counters = (scratch(stream, "counters", rec.counters_size, cp.uint32, zeroed=True)
-                    if rec.counters_size else p.s1)
-        tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, partial,
-                counters) + rec.ints
-        if rec.wgmma:
-            if xq.data.ptr % 16:              # TMA needs a 16-byte aligned base
-                xq = xq.copy()
-            # activations reach the kernel through a TMA tensor map, by value
-            args = (tma.rows_2d(xq.data.ptr, M, K, rec.box_rows),) + tail
-        else:
-            args = tail[:3] + (xq,) + tail[3:]
+        if rec.wgmma and xq.data.ptr % 16:    # TMA needs a 16-byte aligned base
+            xq = xq.copy()                      # (alive until the launch is queued)
+        args = kernel_args(rec, p, xq, xs, bias, y, stream)
         # PDL for the Hopper kernel only: the mma.sync decode kernels measured
         # 5-10% slower with it (H100, CUDA graphs of back-to-back calls)
         launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream,
                       pdl=rec.wgmma)
     return y
+
+
+def kernel_args(rec: _Launch, p, xq, xs, bias, y, stream) -> tuple:
+    """The kernel's arguments for one call of a launch record (also used by
+    benchmarks/probe_stages.py, which appends its probe buffer)."""
+    import cupy as cp
+    # scratch is looked up per call, not held by the record: it follows
+    # growth, and scratch_scope() can still free a short-lived stream's
+    partial = (scratch(stream, "partial", rec.partial_size, cp.int32)
+               if rec.partial_size else p.s1)
+    counters = (scratch(stream, "counters", rec.counters_size, cp.uint32, zeroed=True)
+                if rec.counters_size else p.s1)
+    tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, partial,
+            counters) + rec.ints
+    if rec.wgmma:
+        # activations reach the kernel through a TMA tensor map, by value
+        # (xq 16-byte aligned: the caller's job)
+        M, K = xq.shape
+        return (tma.rows_2d(xq.data.ptr, M, K, rec.box_rows),) + tail
+    return tail[:3] + (xq,) + tail[3:]

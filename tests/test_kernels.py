@@ -289,3 +289,13 @@ def test_producer_group_index_bumps_like_the_division(group_size, K):
             kq += 1
             if kq == Q:
                 kq, g, gsub = 0, 0, 0
+
+
+def test_probe_build_is_separate_and_the_normal_kernels_carry_none_of_it():
+    """benchmarks/probe_stages.py's timing build: its own kernel name (own cache
+    entry) and one more argument; the kernels lqq.gemm runs render no probe."""
+    cfg = configs.WgmmaConfig(256, 5)
+    normal, probe = cfg.spec().render(), cfg.spec(probe=True).render()
+    assert cfg.spec(probe=True).name == cfg.name + "_probe"
+    assert "globaltimer" not in normal and "probe" not in normal.split(cfg.name)[1].split("{")[0]
+    assert "globaltimer" in probe and "u64* __restrict__ probe" in probe

@@ -1,0 +1,77 @@
+"""Where the Hopper kernel's time goes, per CTA, from a timing-probe build
+(WgmmaConfig.spec(probe=True)): the producer thread's cycles waiting for
+empty stages and issuing copies, consumer warpgroup 0's cycles waiting for
+full stages and in the epilogue (stream-K reduction + stores), and each CTA's
+start and end on the global timer. Medians over CTAs, and the spread of end
+times (the stream-K tail).
+  python benchmarks/probe_stages.py M,N,K[:config] ...   (heuristic plan, or forced)
+The probe build schedules differently from the real kernel: compare its
+numbers with each other (old against new, shape against shape), not with
+lqq bench."""
+import os
+import sys
+
+import numpy as np
+
+
+def probe(M, N, K, rng):
+    import cupy as cp
+
+    import lqq
+    from lqq import configs, gpu_gemm, launch, tune_cache
+    w = lqq.quantize_weight(cp.asarray(rng.standard_normal((N, K), dtype=np.float32)), 64, "round")
+    x = cp.asarray(rng.standard_normal((M, K), dtype=np.float32).astype(np.float16))
+    xq, xs = lqq.quantize_activation(x)
+    y = cp.empty((M, N), cp.float16)
+    plan = gpu_gemm.choose(M, N, K, 64)
+    if not isinstance(plan.config, configs.WgmmaConfig):
+        raise SystemExit(f"{tune_cache.plan_text(plan)} is not a Hopper plan")
+    p = gpu_gemm.packed(w)
+    rec = gpu_gemm._launch(w, p, plan, M, np.float16, 0)
+    kernel = plan.config.spec(probe=True).function()
+    if kernel.max_dynamic_shared_size_bytes < rec.smem:
+        kernel.max_dynamic_shared_size_bytes = rec.smem
+    stream = cp.cuda.get_current_stream()
+    words = 16
+    buf = cp.zeros(rec.grid[0] * words, cp.uint64)
+    args = gpu_gemm.kernel_args(rec, p, xq, xs, None, y, stream) + (buf,)
+    for _ in range(3):                          # warm up, then keep the last run
+        launch.launch(kernel, rec.grid, (rec.threads,), args, rec.smem, stream, pdl=False)
+    stream.synchronize()
+    ref = lqq.gemm((xq, xs), w)                 # the probe build must still be exact
+    assert bool((ref == y).all()), "probe build disagrees with lqq.gemm"
+    r = buf.get().reshape(-1, words).astype(np.float64)
+    return tune_cache.plan_text(plan), r
+
+
+def summary(text, r):
+    # the SM clock from consumer 0's cycles over its global-timer nanoseconds
+    mhz = np.median(r[:, 11] / np.maximum(r[:, 12] - r[:, 13], 1)) * 1e3
+    t0 = r[:, 0].min()
+    units = np.maximum(r[:, 4], 1)
+    us = lambda cycles: cycles / mhz
+    span = (r[:, 12].max() - t0) / 1e3
+    end = (r[:, 12] - t0) / 1e3
+    return (f"{text}: span {span:.1f} us over {len(r)} CTAs, CTA ends median {np.median(end):.1f} "
+            f"max {end.max():.1f} us | producer per unit: wait {np.median(us(r[:, 2] / units)):.3f}"
+            f" us, issue {np.median(us(r[:, 3] / units)):.3f} us, first issue after "
+            f"{np.median(us(r[:, 5])):.2f} us | consumer 0: waits {np.median(r[:, 8] / r[:, 11]):.0%}"
+            f" of its time, epilogue {np.median(us(r[:, 9] / np.maximum(r[:, 10], 1))):.2f} us "
+            f"per tile, {np.median(r[:, 10]):.0f} tiles | SM clock {mhz:.0f} MHz")
+
+
+def main():
+    rng = np.random.default_rng(0)
+    for arg in sys.argv[1:]:
+        shape, _, force = arg.partition(":")
+        if force:
+            os.environ["LQQ_FORCE_CONFIG"] = force
+        else:
+            os.environ.pop("LQQ_FORCE_CONFIG", None)
+        M, N, K = map(int, shape.split(","))
+        text, r = probe(M, N, K, rng)
+        print(f"M={M} N={N} K={K} " + summary(text, r), flush=True)
+
+
+if __name__ == "__main__":
+    main()
