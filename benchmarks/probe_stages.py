@@ -28,11 +28,9 @@ def probe(M, N, K, rng):
         raise SystemExit(f"{tune_cache.plan_text(plan)} is not a Hopper plan")
     p = gpu_gemm.packed(w)
     rec = gpu_gemm._launch(w, p, plan, M, np.float16, 0)
-    kernel = plan.config.spec(probe=True).function()
-    if kernel.max_dynamic_shared_size_bytes < rec.smem:
-        kernel.max_dynamic_shared_size_bytes = rec.smem
+    kernel = gpu_gemm.function(plan.config.spec(probe=True), rec.smem)
     stream = cp.cuda.get_current_stream()
-    words = 16
+    words = configs.WgmmaConfig.PROBE_WORDS
     buf = cp.zeros(rec.grid[0] * words, cp.uint64)
     args = gpu_gemm.kernel_args(rec, p, xq, xs, None, y, stream) + (buf,)
     for _ in range(3):                          # warm up, then keep the last run

@@ -161,13 +161,15 @@ class WgmmaConfig:
     def smem_bytes(self, kb_per_split: int = 0) -> int:
         return self.STAGES * self.stage_bytes() + 1024          # + alignment slack
 
+    PROBE_WORDS = 16     # u64 counters per CTA in the probe build
+
     def spec(self, probe: bool = False) -> KernelSpec:
         """probe: the timing-probe build of benchmarks/probe_stages.py (one more
-        argument, a u64 buffer of per-CTA counters); never used by lqq.gemm."""
+        argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
                   "MINB": self.MINB}
         if probe:
-            params["PROBE"] = 1
+            params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",
                           params, family="gemm_wgmma_sm90", archs=("sm_90a",))
 

@@ -152,9 +152,7 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
         counters_size = tiles
     if isinstance(cfg, configs.DecodeConfig):
         smem = cfg.smem_bytes(plan.kb_per_split)
-    kernel = cfg.spec().function()
-    if wgmma and kernel.max_dynamic_shared_size_bytes < smem:
-        kernel.max_dynamic_shared_size_bytes = smem
+    kernel = function(cfg.spec(), smem if wgmma else 0)
     ints = tuple(np.int32(v) for v in (
         M, N, K, p.n_pad // 64, p.k_pad // packing.K_BLOCK, p.groups_pad, w.group_size,
         -(-p.n_pad // (64 * cfg.RB)) if wgmma else plan.kb_per_split,
@@ -165,6 +163,15 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
         memo.clear()
     memo[key] = rec
     return rec
+
+
+def function(spec: configs.KernelSpec, smem: int = 0):
+    """spec's loaded kernel, allowed smem bytes of dynamic shared memory (past
+    the 48 KB default)."""
+    kernel = spec.function()
+    if kernel.max_dynamic_shared_size_bytes < smem:
+        kernel.max_dynamic_shared_size_bytes = smem
+    return kernel
 
 
 def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
@@ -202,12 +209,11 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
 def kernel_args(rec: _Launch, p, xq, xs, bias, y, stream) -> tuple:
     """The kernel's arguments for one call of a launch record (also used by
     benchmarks/probe_stages.py, which appends its probe buffer)."""
-    import cupy as cp
     # scratch is looked up per call, not held by the record: it follows
     # growth, and scratch_scope() can still free a short-lived stream's
-    partial = (scratch(stream, "partial", rec.partial_size, cp.int32)
+    partial = (scratch(stream, "partial", rec.partial_size, np.int32)
                if rec.partial_size else p.s1)
-    counters = (scratch(stream, "counters", rec.counters_size, cp.uint32, zeroed=True)
+    counters = (scratch(stream, "counters", rec.counters_size, np.uint32, zeroed=True)
                 if rec.counters_size else p.s1)
     tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, partial,
             counters) + rec.ints

@@ -388,8 +388,7 @@ def test_wgmma_kernel_exact(monkeypatch, cfg, N, K, G, grid):
     """Every Hopper config on one CTA per tile, K split per tile (s3), and
     stream-K grids from one CTA for everything (c1) to one unit per CTA."""
     rng = np.random.default_rng()
-    wg = f"_wg{cfg.C}" if cfg.C != 2 else ""
-    monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_bn{cfg.BN}_st{cfg.STAGES}{wg}_{grid}")
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_{cfg.tag}_{grid}")
     w = make_weight(rng, N, K, G, "search")
     wg = w.to_gpu()
     for M in (1, 17, cfg.BN, cfg.BN + 37):
