@@ -117,6 +117,7 @@ class _Launch:
     partial_size: int       # int32 split-K / stream-K partial sums (0: none)
     counters_size: int      # per-tile counters (0: none)
     ints: tuple             # the kernel's int arguments, M ... bias_kind
+    maps: tuple = ()        # the packed weight's TMA maps (wgmma): codes, group parameters
 
 
 _MAX_LAUNCHES = 256         # records per weight: keep the dict bounded
@@ -157,8 +158,14 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
         M, N, K, p.n_pad // 64, p.k_pad // packing.K_BLOCK, p.groups_pad, w.group_size,
         -(-p.n_pad // (64 * cfg.RB)) if wgmma else plan.kb_per_split,
         OUT_KINDS[np.dtype(out_dtype)], bias_kind))
+    maps = ()
+    if wgmma:
+        geometry = tma.packed_geometry(p.n_pad // packing.ROW_BLOCK, p.k_pad // packing.K_BLOCK,
+                                       p.groups_pad, cfg.C,
+                                       max(1, packing.K_ALIGN // w.group_size))
+        maps = tuple(tma.blocks_3d(a.data.ptr, *g) for a, g in zip((p.codes, p.meta), geometry))
     rec = _Launch(kernel, plan.grid, cfg.threads, smem, wgmma, cfg.BN if wgmma else 0,
-                  partial_size, counters_size, ints)
+                  partial_size, counters_size, ints, maps)
     if len(memo) >= _MAX_LAUNCHES:
         memo.clear()
     memo[key] = rec
@@ -221,5 +228,5 @@ def kernel_args(rec: _Launch, p, xq, xs, bias, y, stream) -> tuple:
         # activations reach the kernel through a TMA tensor map, by value
         # (xq 16-byte aligned: the caller's job)
         M, K = xq.shape
-        return (tma.rows_2d(xq.data.ptr, M, K, rec.box_rows),) + tail
+        return (tma.rows_2d(xq.data.ptr, M, K, rec.box_rows),) + rec.maps + tail
     return tail[:3] + (xq,) + tail[3:]
