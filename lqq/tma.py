@@ -72,7 +72,7 @@ def blocks_3d(ptr: int, dims: tuple, strides: tuple, box: tuple):
     read as zeros. Memoized like rows_2d."""
     if ptr % 16 or any(st % 16 for st in strides):
         raise ValueError("TMA needs a 16-byte aligned base and strides")
-    out = np.zeros(1, MAP_DTYPE)
+    out = _aligned_map()
     err = _encode_fn()(out.ctypes.data, _UINT64, 3, ctypes.c_void_p(ptr),
                        (ctypes.c_uint64 * 3)(*dims), (ctypes.c_uint64 * 2)(*strides),
                        (ctypes.c_uint32 * 3)(*box), (ctypes.c_uint32 * 3)(1, 1, 1),
