@@ -25,7 +25,14 @@ def packed(w) -> packing.PackedWeight:
     p = w._device_cache.get(memo)
     if p is None:
         p = w._device_cache[memo] = packing.pack(w)
+        _fresh.add(id(p))
     return p
+
+
+# packed weights no GEMM has run on yet: the Hopper kernel reads the first
+# stages of weights before its grid-dependency wait, so its first launch after
+# the packing kernels goes without PDL (later ones follow that launch)
+_fresh: set = set()
 
 
 def sm_count() -> int:
@@ -208,8 +215,11 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         args = kernel_args(rec, p, xq, xs, bias, y, stream)
         # PDL for the Hopper kernel only: the mma.sync decode kernels measured
         # 5-10% slower with it (H100, CUDA graphs of back-to-back calls)
+        fresh = id(p) in _fresh
         launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream,
-                      pdl=rec.wgmma)
+                      pdl=rec.wgmma and not fresh)
+        if fresh:
+            _fresh.discard(id(p))
     return y
 
 
