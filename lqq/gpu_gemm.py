@@ -25,7 +25,14 @@ def packed(w) -> packing.PackedWeight:
     p = w._device_cache.get(memo)
     if p is None:
         p = w._device_cache[memo] = packing.pack(w)
+        _fresh.add(id(p))
     return p
+
+
+# packed weights no GEMM has run on yet: the Hopper kernel reads the first
+# stages of weights before its grid-dependency wait, so its first launch after
+# the packing kernels goes without PDL (later ones follow that launch)
+_fresh: set = set()
 
 
 def sm_count() -> int:
@@ -117,6 +124,7 @@ class _Launch:
     partial_size: int       # int32 split-K / stream-K partial sums (0: none)
     counters_size: int      # per-tile counters (0: none)
     ints: tuple             # the kernel's int arguments, M ... bias_kind
+    maps: tuple = ()        # the packed weight's TMA maps (wgmma): codes, group parameters
 
 
 _MAX_LAUNCHES = 256         # records per weight: keep the dict bounded
@@ -157,8 +165,14 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
         M, N, K, p.n_pad // 64, p.k_pad // packing.K_BLOCK, p.groups_pad, w.group_size,
         -(-p.n_pad // (64 * cfg.RB)) if wgmma else plan.kb_per_split,
         OUT_KINDS[np.dtype(out_dtype)], bias_kind))
+    maps = ()
+    if wgmma:
+        geometry = tma.packed_geometry(p.n_pad // packing.ROW_BLOCK, p.k_pad // packing.K_BLOCK,
+                                       p.groups_pad, cfg.C,
+                                       max(1, packing.K_ALIGN // w.group_size))
+        maps = tuple(tma.blocks_3d(a.data.ptr, *g) for a, g in zip((p.codes, p.meta), geometry))
     rec = _Launch(kernel, plan.grid, cfg.threads, smem, wgmma, cfg.BN if wgmma else 0,
-                  partial_size, counters_size, ints)
+                  partial_size, counters_size, ints, maps)
     if len(memo) >= _MAX_LAUNCHES:
         memo.clear()
     memo[key] = rec
@@ -201,8 +215,11 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         args = kernel_args(rec, p, xq, xs, bias, y, stream)
         # PDL for the Hopper kernel only: the mma.sync decode kernels measured
         # 5-10% slower with it (H100, CUDA graphs of back-to-back calls)
+        fresh = id(p) in _fresh
         launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream,
-                      pdl=rec.wgmma)
+                      pdl=rec.wgmma and not fresh)
+        if fresh:
+            _fresh.discard(id(p))
     return y
 
 
@@ -221,5 +238,5 @@ def kernel_args(rec: _Launch, p, xq, xs, bias, y, stream) -> tuple:
         # activations reach the kernel through a TMA tensor map, by value
         # (xq 16-byte aligned: the caller's job)
         M, K = xq.shape
-        return (tma.rows_2d(xq.data.ptr, M, K, rec.box_rows),) + tail
+        return (tma.rows_2d(xq.data.ptr, M, K, rec.box_rows),) + rec.maps + tail
     return tail[:3] + (xq,) + tail[3:]

@@ -107,10 +107,12 @@ _GLOBAL_OPS = {"LDG", "STG", "ATOMG", "ATOM", "RED", "REDG", "LD", "ST", "UTMALD
                "UTMASTG", "LDGSTS"}
 
 
-def global_before_grid_wait(sass: str) -> int | None:
-    """How many global-memory instructions come, in code order, before the
-    first ``ACQBULK`` (PTX griddepcontrol.wait); None if the kernel has none.
-    A kernel launched with programmatic dependent launch must report 0."""
+def global_before_grid_wait(sass: str, ops=_GLOBAL_OPS) -> int | None:
+    """How many global-memory instructions (of `ops`) come, in code order,
+    before the first ``ACQBULK`` (PTX griddepcontrol.wait); None if the kernel
+    has none. A kernel launched with programmatic dependent launch must report
+    0, except for bulk copies of data no kernel writes (the Hopper kernel's
+    packed weights: inspect() counts those apart)."""
     before = 0
     for line in sass.splitlines():
         m = _INSTR_RE.match(line)
@@ -118,7 +120,7 @@ def global_before_grid_wait(sass: str) -> int | None:
             continue
         if m.group(1) == "ACQBULK":
             return before
-        before += m.group(1) in _GLOBAL_OPS
+        before += m.group(1) in ops
     return None
 
 
@@ -169,6 +171,7 @@ def inspect(compiled) -> dict:
         "smem_bytes": kernel["smem_bytes"],
         "sass": opcode_counts(text),
         "igmma_a": igmma_operand_a(text),
-        "global_before_grid_wait": global_before_grid_wait(text),
+        "global_before_grid_wait": global_before_grid_wait(text, _GLOBAL_OPS - {"UBLKCP"}),
+        "bulk_before_grid_wait": global_before_grid_wait(text, {"UBLKCP"}),
         "warnings": log["warnings"],
     }

@@ -7,7 +7,8 @@ import functools
 
 import numpy as np
 
-_UINT8, _SWIZZLE_128B, _L2_128B, _OOB_ZERO, _NO_INTERLEAVE = 0, 3, 2, 0, 0
+_UINT8, _UINT64, _SWIZZLE_NONE, _SWIZZLE_128B = 0, 4, 0, 3
+_L2_128B, _OOB_ZERO, _NO_INTERLEAVE = 2, 0, 0
 MAP_DTYPE = np.dtype([("opaque", np.uint64, 16)], align=True)   # 128 bytes
 
 
@@ -47,6 +48,35 @@ def rows_2d(ptr: int, rows: int, row_bytes: int, box_rows: int, box_bytes: int =
     step = (ctypes.c_uint32 * 2)(1, 1)
     err = _encode_fn()(out.ctypes.data, _UINT8, 2, ctypes.c_void_p(ptr), dims, strides, box, step,
                        _NO_INTERLEAVE, _SWIZZLE_128B, _L2_128B, _OOB_ZERO)
+    if err:
+        raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {err}")
+    return out
+
+
+def packed_geometry(Nb: int, Kb: int, groups_pad: int, slabs: int, groups_per_block: int):
+    """(dims, byte strides, box) of the two 3-D maps over a packed weight, in
+    8-byte elements, innermost first: codes [Nb][Kb][2048 B] read as one
+    128-wide k-block (two 64-wide blocks) of `slabs` row blocks, and group
+    parameters [Nb][groups_pad][128 B] read as the k-block's groups of the same
+    row blocks. Each box lands as [slab][...] in shared memory, the layout the
+    Hopper kernel's consumers read."""
+    codes = ((256, Kb, Nb), (2048, Kb * 2048), (256, 2, slabs))
+    meta = ((16, groups_pad, Nb), (128, groups_pad * 128), (16, groups_per_block, slabs))
+    return codes, meta
+
+
+@functools.lru_cache(maxsize=256)
+def blocks_3d(ptr: int, dims: tuple, strides: tuple, box: tuple):
+    """Map of a 3-D array of 8-byte elements (dims innermost first; strides in
+    bytes of dims 1 and 2), read in boxes with no swizzle; boxes past the end
+    read as zeros. Memoized like rows_2d."""
+    if ptr % 16 or any(st % 16 for st in strides):
+        raise ValueError("TMA needs a 16-byte aligned base and strides")
+    out = _aligned_map()
+    err = _encode_fn()(out.ctypes.data, _UINT64, 3, ctypes.c_void_p(ptr),
+                       (ctypes.c_uint64 * 3)(*dims), (ctypes.c_uint64 * 2)(*strides),
+                       (ctypes.c_uint32 * 3)(*box), (ctypes.c_uint32 * 3)(1, 1, 1),
+                       _NO_INTERLEAVE, _SWIZZLE_NONE, _L2_128B, _OOB_ZERO)
     if err:
         raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {err}")
     return out
