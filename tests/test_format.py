@@ -120,10 +120,17 @@ def rel_err(a, b):
                          ids=["normal", "student_t5", "structured"])
 @pytest.mark.parametrize("G", [64, 128])
 def test_search_beats_float_rtn_int4(make, G):
+    """SPEC section 7's 0.95x target is about the error one expects on such
+    weights, so the errors are pooled over four fresh matrices: on a single
+    128 x 4096 "structured" draw the ratio is 0.927 +- 0.005 and about one draw
+    in 200 lands above 0.95 (a matrix-wide effect: which columns are outliers)."""
     rng = np.random.default_rng()
-    W = make(rng, (128, 4096)).astype(np.float32)
-    errs = {m: rel_err(lqq.dequantize(lqq.quantize_weight(W, G, m)), W) for m in METHODS}
-    rtn = rel_err(encoders.rtn_int4_float(W, G), W)
+    Ws = [make(rng, (128, 4096)).astype(np.float32) for _ in range(4)]
+    def pooled(encode):
+        return float(np.sqrt(sum(np.linalg.norm(encode(W) - W) ** 2 for W in Ws)
+                             / sum(np.linalg.norm(W) ** 2 for W in Ws)))
+    errs = {m: pooled(lambda W: lqq.dequantize(lqq.quantize_weight(W, G, m))) for m in METHODS}
+    rtn = pooled(lambda W: encoders.rtn_int4_float(W, G))
     assert errs["search"] <= 0.95 * rtn, (errs, rtn)
     assert errs["search"] < errs["round"] and errs["search"] < errs["paper"]
 
