@@ -158,8 +158,20 @@ class WgmmaConfig:
         bytes (the swizzled activation tile of every stage must be aligned)."""
         return -(-(self.BN * 128 + self.C * (4096 + 512)) // 1024) * 1024
 
+    @property
+    def EPI(self) -> int:
+        """Tokens per round of the epilogue's staging buffer (each consumer warp
+        has its own: EPI x 16 rows x 2 bytes, past the ring), through which
+        16-bit outputs leave as 16-byte stores; 0 (straight from registers)
+        for tiles under 64 tokens, whose epilogue is short. 32 with four
+        consumers, where 64 would not fit beside eight stages."""
+        if self.BN < 64:
+            return 0
+        return 32 if self.C == 4 else 64
+
     def smem_bytes(self, kb_per_split: int = 0) -> int:
-        return self.STAGES * self.stage_bytes() + 1024          # + alignment slack
+        return (self.STAGES * self.stage_bytes() + 1024          # + alignment slack
+                + self.C * 4 * self.EPI * 32)
 
     PROBE_WORDS = 16     # u64 counters per CTA in the probe build
 
@@ -167,7 +179,7 @@ class WgmmaConfig:
         """probe: the timing-probe build of benchmarks/probe_stages.py (one more
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
-                  "MINB": self.MINB}
+                  "MINB": self.MINB, "EPI": self.EPI}
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",

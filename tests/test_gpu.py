@@ -397,6 +397,30 @@ def test_wgmma_kernel_exact(monkeypatch, cfg, N, K, G, grid):
 
 
 @pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
+@pytest.mark.parametrize("cfg", configs.WGMMA_CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("N", [200, 196])
+def test_wgmma_epilogue_paths(monkeypatch, cfg, N):
+    """fp16 outputs with and without bias through each epilogue path: the
+    staging buffer (N a multiple of 8, 16-byte aligned output), the paired
+    4-byte stores (N = 196, or an output 4 but not 16 bytes aligned), ragged M."""
+    rng = np.random.default_rng()
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_{cfg.tag}_c3")
+    w = make_weight(rng, N, 384, 64, "search")
+    wg = w.to_gpu()
+    bias = rng.standard_normal(N).astype(np.float16)
+    for M in (3, cfg.BN + 37):
+        check(rng, M, w, wg, np.float16)
+        check(rng, M, w, wg, np.float16, bias)
+        X = rng.standard_normal((M, w.K)).astype(np.float16)
+        x8, xs = lqq.quantize_activation(X)
+        flat = cp.full(M * N + 2, np.nan, np.float16)
+        out = flat[2:].reshape(M, N)                  # 4-byte, not 16-byte, aligned
+        lqq.gemm(cp.asarray(X), wg, bias=cp.asarray(bias), out=out)
+        assert np.array_equal(cp.asnumpy(out), reference.gemm(x8, xs, w, bias, np.float16))
+        assert cp.isnan(flat[:2]).all()
+
+
+@pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
 @pytest.mark.parametrize("M,N,K,G", [(1, 8192, 28672, 64), (16, 4096, 14336, 128),
                                      (300, 1024, 28672, 32), (1024, 6144, 4096, 64)])
 def test_wgmma_heuristic_large_k_and_repeatable(M, N, K, G):
