@@ -55,7 +55,21 @@ def summary(text, r):
             f" us, issue {np.median(us(r[:, 3] / units)):.3f} us, first issue after "
             f"{np.median(us(r[:, 5])):.2f} us | consumer 0: waits {np.median(r[:, 8] / r[:, 11]):.0%}"
             f" of its time, epilogue {np.median(us(r[:, 9] / np.maximum(r[:, 10], 1))):.2f} us "
-            f"per tile, {np.median(r[:, 10]):.0f} tiles | SM clock {mhz:.0f} MHz")
+            f"per tile, {np.median(r[:, 10]):.0f} tiles | SM clock {mhz:.0f} MHz\n  " + tail(r, t0))
+
+
+def tail(r, t0):
+    """What the late CTAs have in common: end-time quantiles, ends by segment
+    count, the start spread, and the SMs of the ten latest."""
+    end, start = (r[:, 12] - t0) / 1e3, (r[:, 13] - t0) / 1e3
+    by_segs = ", ".join(f"{int(k)} seg: {np.median(end[r[:, 10] == k]):.1f} us ({(r[:, 10] == k).sum()})"
+                        for k in np.unique(r[:, 10]))
+    late = np.argsort(end)[-10:]
+    return (f"ends p10/p50/p90/max {np.percentile(end, 10):.1f}/{np.median(end):.1f}/"
+            f"{np.percentile(end, 90):.1f}/{end.max():.1f} us; consumer starts max "
+            f"{start.max():.1f} us; median end by segments: {by_segs}; latest CTAs' SMs "
+            f"{sorted(int(x) for x in r[late, 6])}, their full-wait share "
+            f"{np.median(r[late, 8] / r[late, 11]):.0%}")
 
 
 def main():
@@ -69,6 +83,9 @@ def main():
         M, N, K = map(int, shape.split(","))
         text, r = probe(M, N, K, rng)
         print(f"M={M} N={N} K={K} " + summary(text, r), flush=True)
+        if os.environ.get("PROBE_CSV"):          # every CTA's counters, for a closer look
+            np.savetxt(f"{os.environ['PROBE_CSV']}/probe-{M}-{N}-{K}.csv", r, fmt="%.0f",
+                       delimiter=",")
 
 
 if __name__ == "__main__":
