@@ -440,8 +440,8 @@ def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
         P = p.grid[0]
         if p.grid[1:] != (1, 1) or not 1 <= P <= tiles * Q:
             return f"grid {p.grid}: the persistent grid is 1 to {tiles * Q} CTAs in x"
-        if -(-tiles * Q // P) >= 2 ** 31:
-            return f"{-(-tiles * Q // P)} work units per CTA overflow the kernel's 32-bit counters"
+        if tiles * Q >= 2 ** 31:
+            return f"{tiles * Q} work units overflow the producer's 32-bit unit indices"
         return None
     if p.splits < 1 or p.kb_per_split < 1 or not (
             (p.splits - 1) * p.kb_per_split < Kb <= p.splits * p.kb_per_split):

@@ -148,10 +148,11 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
             raise ValueError(f"{cfg.name} needs an sm_90 GPU (this is sm_{cc}) "
                              f"and group size 32/64/128/256 (or K with K % 128 == 0); unset "
                              f"LQQ_FORCE_CONFIG")
-        # stream-K: two partial-sum slots per CTA, one counter per tile
+        # stream-K: one partial-sum slot per CTA (a CTA contributes to at most
+        # one tile it does not finish: streamk.j2), one counter per tile
         tiles, _ = configs.wgmma_units(cfg, M, N, K)
         if plan.grid[0] != tiles:        # else every CTA owns exactly one tile
-            partial_size = plan.grid[0] * 2 * (cfg.threads - 128) * cfg.BN // 2
+            partial_size = plan.grid[0] * (cfg.threads - 128) * cfg.BN // 2
             counters_size = tiles
         smem = cfg.smem_bytes()
     elif plan.splits > 1:
