@@ -224,9 +224,11 @@ def test_igmma_operand_a_parser():
 
 def test_wgmma_plan_that_overflows_the_unit_counters_is_illegal():
     cfg = configs.WgmmaConfig(8, 8)
-    M, N, K = 200_000, 57344, 65536                 # 5.7e9 units of work
-    assert "32-bit" in configs.why_illegal(configs.plan(cfg, M, N, K, ctas=1), M, N, K)
-    assert configs.why_illegal(configs.plan(cfg, M, N, K, ctas=132), M, N, K) is None
+    M, N, K = 200_000, 57344, 65536                 # 5.7e9 units of work: any grid
+    for ctas in (1, 132):
+        assert "32-bit" in configs.why_illegal(configs.plan(cfg, M, N, K, ctas=ctas), M, N, K)
+    big = configs.WgmmaConfig(256, 5)               # 1.8e8 units: fine
+    assert configs.why_illegal(configs.plan(big, M, N, K, ctas=132), M, N, K) is None
 
 
 def test_activation_quantizer_shapes():
