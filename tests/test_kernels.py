@@ -306,3 +306,17 @@ def test_probe_build_is_separate_and_the_normal_kernels_carry_none_of_it():
     assert cfg.spec(probe=True).name == cfg.name + "_probe"
     assert "globaltimer" not in normal and "probe" not in normal.split(cfg.name)[1].split("{")[0]
     assert "globaltimer" in probe and "u64* __restrict__ probe" in probe
+
+
+def test_every_hopper_config_fits_its_ring_and_staging_in_shared_memory():
+    """The template places each consumer warp's epilogue staging buffer (EPI
+    tokens x 32 bytes) past STAGES stages from a 1024-aligned base; the
+    dynamic shared memory asked for covers that, and the opt-in limit holds
+    (with the static barriers besides)."""
+    for cfg in configs.WGMMA_CONFIGS:
+        static = 2 * 8 * cfg.STAGES + 4                   # full/empty mbarriers + one int
+        stage = cfg.BN * 128 + cfg.C * (4096 + 512)
+        assert cfg.stage_bytes() % 1024 == 0 and cfg.stage_bytes() - stage < 1024
+        end = 1023 + cfg.STAGES * cfg.stage_bytes() + cfg.C * 4 * cfg.EPI * 32
+        assert end <= cfg.smem_bytes() <= configs.SMEM_DYNAMIC_MAX - static, cfg.tag
+        assert cfg.EPI == 0 or (cfg.EPI % 16 == 0 and cfg.BN % 16 == 0)
