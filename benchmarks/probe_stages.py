@@ -2,12 +2,14 @@
 (WgmmaConfig.spec(probe=True)): the producer thread's cycles waiting for
 empty stages and issuing copies, consumer warpgroup 0's cycles waiting for
 full stages and in the epilogue (stream-K reduction + stores), and each CTA's
-start and end on the global timer. Medians over CTAs, and the spread of end
-times (the stream-K tail).
+start and end on the global timer, and when consumer 0 had issued a quarter,
+half and three quarters of its units. Medians over CTAs, and the spread of
+end times (the stream-K tail).
   python benchmarks/probe_stages.py M,N,K[:config] ...   (heuristic plan, or forced)
-The probe build schedules differently from the real kernel: compare its
-numbers with each other (old against new, shape against shape), not with
-lqq bench."""
+The probe build schedules differently from the real kernel (the bn8 and bn16
+builds, capped at 80 registers for two CTAs per SM, spill 136-184 bytes):
+compare its numbers with each other (old against new, shape against shape,
+CTA against CTA), not with lqq bench."""
 import os
 import sys
 
@@ -65,11 +67,26 @@ def tail(r, t0):
     by_segs = ", ".join(f"{int(k)} seg: {np.median(end[r[:, 10] == k]):.1f} us ({(r[:, 10] == k).sum()})"
                         for k in np.unique(r[:, 10]))
     late = np.argsort(end)[-10:]
+    rest = np.setdiff1d(np.arange(len(r)), late)
     return (f"ends p10/p50/p90/max {np.percentile(end, 10):.1f}/{np.median(end):.1f}/"
             f"{np.percentile(end, 90):.1f}/{end.max():.1f} us; consumer starts max "
             f"{start.max():.1f} us; median end by segments: {by_segs}; latest CTAs' SMs "
             f"{sorted(int(x) for x in r[late, 6])}, their full-wait share "
-            f"{np.median(r[late, 8] / r[late, 11]):.0%}")
+            f"{np.median(r[late, 8] / r[late, 11]):.0%}; " + quarters(r, t0, late, rest))
+
+
+def quarters(r, t0, late, rest):
+    """When consumer 0 had issued 1/4, 1/2 and 3/4 of its units, and ended
+    (words 7, 14, 15, 12), median over the ten latest CTAs against the rest:
+    late all along means a slow SM, late only at the end means the tail."""
+    cols = (7, 14, 15, 12)
+    ok = (r[:, list(cols)] > 0).all(axis=1)
+    if not ok[late].any() or not ok[rest].any():
+        return "quarter marks: fewer than 4 units per CTA"
+    med = lambda rows, c: np.median((r[rows[ok[rows]], c] - t0) / 1e3)
+    return ("quarter marks (1/4, 1/2, 3/4, end) latest 10 "
+            + "/".join(f"{med(late, c):.1f}" for c in cols) + " us, rest "
+            + "/".join(f"{med(rest, c):.1f}" for c in cols) + " us")
 
 
 def main():

@@ -22,3 +22,23 @@ def test_summary_reads_the_counters():
     assert "span 20.1 us over 4 CTAs" in text and "SM clock 2000 MHz" in text
     assert "wait 0.200 us, issue 0.100 us, first issue after 1.50 us" in text
     assert "waits 25% of its time, epilogue 1.00 us per tile, 2 tiles" in text
+
+
+def test_quarter_marks_compare_latest_ctas_with_the_rest():
+    n = 20
+    r = np.zeros((n, 16))
+    r[:, 0] = 1000
+    r[:, 13] = 1500
+    r[:, 11] = 2.0e4
+    r[:, 4], r[:, 10] = 8, 1
+    # CTAs 10..19 end late; every one of them was already 1 us late at a quarter
+    late = np.arange(n) >= 10
+    r[:, 7] = 1000 + np.where(late, 6000, 5000)
+    r[:, 14] = 1000 + np.where(late, 11000, 10000)
+    r[:, 15] = 1000 + np.where(late, 16000, 15000)
+    r[:, 12] = 1000 + np.where(late, 22000, 20000)
+    text = probe_stages.summary("plan", r)
+    assert "quarter marks (1/4, 1/2, 3/4, end) latest 10 6.0/11.0/16.0/22.0 us, rest " \
+           "5.0/10.0/15.0/20.0 us" in text
+    r[:, 15] = 0                                    # a CTA of fewer than 4 units marks nothing
+    assert "fewer than 4 units" in probe_stages.summary("plan", r)
