@@ -64,21 +64,80 @@ def test_gemm_kernels_dequantize_with_imad_lop3_and_use_tensor_cores(report):
 
 @needs_nvrtc
 def test_kernels_wait_for_the_previous_grid_before_any_global_access(report):
-    """lqq launches every kernel with programmatic dependent launch on sm_90
-    (lqq/launch.py): it may start while the previous kernel still runs, so
-    griddepcontrol.wait (SASS ACQBULK) must come before any global access. The
-    one exception: the Hopper GEMM's producer copies the first stages of
-    packed weights (TMA) before it waits (no kernel writes them; gpu_gemm launches
-    the first call after packing without PDL)."""
+    """lqq launches its sm_90 kernels with programmatic dependent launch
+    (lqq/launch.py): a kernel may start while the previous one still runs, so
+    griddepcontrol.wait (SASS ACQBULK) must come before any global access on
+    every path through the kernel (sass.global_before follows the branches;
+    the first ACQBULK in code order is not enough: in the Hopper GEMM it is
+    the consumers', and the producer's comes thousands of instructions later).
+
+    The one exception: the Hopper GEMM's producer issues the first stages'
+    packed-weight copies (3-D TMA, UTMALDG.3D) before its wait; no kernel
+    writes the packed weights, and gpu_gemm orders the first launch after
+    packing behind the packing kernels without PDL. Nothing else may come
+    early: no activation tile (2-D TMA, UTMALDG.2D), no LDG of scales or
+    partial sums. Where the config splits registers (setmaxnreg), the early
+    copies must also lie in the producer's branch, past its setmaxnreg.dec
+    (USETMAXREG.DEALLOC): paths that have not passed it reach no global
+    access before a wait. Configs without the split have no instruction that
+    marks the producer's branch in the SASS; for them the path check (only
+    weight copies before a wait, on any path) is what holds."""
     arch, rows = report
     for r in rows:
-        if arch == "sm_90a":
-            assert r["sass"].get("ACQBULK") and r["sass"].get("PREEXIT"), r["name"]
-            assert r["global_before_grid_wait"] == 0, r["name"]
-            if "wgmma" not in r["name"]:
-                assert r["bulk_before_grid_wait"] == 0, r["name"]
-        else:                       # griddepcontrol is sm_90+: compiled out
-            assert r["global_before_grid_wait"] is None, r["name"]
+        if arch != "sm_90a":                # griddepcontrol is sm_90+: compiled out
+            assert r["before_grid_wait"] is None, r["name"]
+            continue
+        assert r["sass"].get("ACQBULK") and r["sass"].get("PREEXIT"), r["name"]
+        early = r["before_grid_wait"]
+        if r["family"] != "gemm_wgmma_sm90":
+            assert early == [], (r["name"], early)
+            continue
+        assert early and set(early) == {"UTMALDG.3D"}, (r["name"], early)
+        outside = r["before_grid_wait_outside_producer"]
+        if r["config"]["REGS"]:
+            assert outside == [], (r["name"], outside)
+        else:
+            assert outside is None, r["name"]
+
+
+def test_global_before_follows_the_branches():
+    """sass.global_before on hand-written SASS: a predicated branch goes both
+    ways, an unpredicated one only to its target, EXIT ends a path, a call
+    returns past itself; an indirect branch before the wait cannot be read."""
+    from lqq import sass
+    text = """
+        /*0000*/                   S2R R0, SR_TID.X ;
+        /*0010*/               @P0 BRA 0x60 ;
+        /*0020*/                   USETMAXREG.TRY_ALLOC.CTAPOOL UP0, 0xe8 ;
+        /*0030*/                   ACQBULK ;
+        /*0040*/                   LDG.E R2, desc[UR4][R2.64] ;
+        /*0050*/                   EXIT ;
+        /*0060*/                   USETMAXREG.DEALLOC.CTAPOOL 0x28 ;
+        /*0070*/                   UTMALDG.3D [UR8], [UR36] ;
+        /*0080*/                   CALL.REL.NOINC 0x100 ;
+        /*0090*/              @!P1 BRA 0xc0 ;
+        /*00a0*/                   ACQBULK ;
+        /*00b0*/                   UTMALDG.2D [UR8], [UR36] ;
+        /*00c0*/                   BRA 0xe0 ;
+        /*00d0*/                   STG.E desc[UR4][R2.64], R0 ;
+        /*00e0*/              @!P1 ACQBULK ;
+        /*00f0*/                   EXIT ;
+        /*0100*/                   LDG.E.CONSTANT R3, desc[UR4][R2.64] ;
+        /*0110*/                   RET.REL.NODEC R4 0x0 ;
+    """
+    # @!P1 skips the wait at 0xa0 and reaches 0xe0 (a predicated wait may not
+    # run); the STG at 0xd0 is dead code; the callee's LDG runs before any wait
+    assert sass.global_before(text) == ["UTMALDG.3D", "LDG.E.CONSTANT"]
+    assert sass.global_before(text, (sass.GRID_WAIT, sass.PRODUCER_DEC)) == []
+    waited = text.replace("@!P1 BRA 0xc0", "NOP").replace("CALL.REL.NOINC 0x100", "NOP")
+    assert sass.global_before(waited) == ["UTMALDG.3D"]
+    assert sass.global_before(text.replace("ACQBULK", "NOP")) is None, "no wait at all"
+    with pytest.raises(ValueError, match="indirect"):
+        sass.global_before(text.replace("@!P1 BRA 0xc0", "BRX R4 -0xa0"))
+    assert sass.global_before(text.replace("/*00d0*/                   STG.E",
+                                           "/*00d0*/                   BRX R4 -0xe0 ;\n"
+                                           "        /*00d8*/                   STG.E")) \
+        == ["UTMALDG.3D", "LDG.E.CONSTANT"], "an indirect branch no early path reaches is fine"
 
 
 @needs_nvrtc
