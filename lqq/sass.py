@@ -233,9 +233,12 @@ def parse_ptxas_log(log: str) -> dict:
 
 def inspect(compiled) -> dict:
     """Everything about one ``lqq.jit.Compiled``: registers, spill_bytes,
-    local_bytes, smem_bytes, sass (opcode counts), igmma_a (where the wgmma
-    instructions read operand A), before_grid_wait (the global accesses some
-    path reaches before griddepcontrol.wait; None without one: global_before),
+    local_bytes, smem_bytes (static shared memory as cuobjdump reports it: on
+    sm_90 with the 1 KiB the system reserves per CTA), smem_declared_bytes
+    (the static shared memory the kernel declares, from ptxas), sass (opcode
+    counts), igmma_a (where the wgmma instructions read operand A),
+    before_grid_wait (the global accesses some path reaches before
+    griddepcontrol.wait; None without one: global_before),
     before_grid_wait_outside_producer (the same on paths that have not passed
     setmaxnreg.dec either; None without one) and ptxas warnings."""
     log = parse_ptxas_log(compiled.log)
@@ -251,6 +254,7 @@ def inspect(compiled) -> dict:
         "spill_bytes": per_log["spill_stores"] + per_log["spill_loads"],
         "local_bytes": kernel["local_bytes"],
         "smem_bytes": kernel["smem_bytes"],
+        "smem_declared_bytes": per_log["smem"],
         "sass": opcode_counts(text),
         "igmma_a": igmma_operand_a(text),
         "before_grid_wait": global_before(body),
