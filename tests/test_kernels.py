@@ -211,42 +211,6 @@ def test_short_tiles_in_many_waves_take_one_stream_k_wave():
     assert configs.heuristic(4096, 4096, 4096, 132, wgmma=True).grid == (512, 1, 1)
 
 
-def _streamk_model(U: int, P: int, Q: int):
-    """The kernel's stream-K bookkeeping (streamk.j2) in Python: per tile, the
-    (CTA, slot) partial sums the last contributor adds, and which CTAs store."""
-    start = lambda p: U * p // P                       # noqa: E731
-    owner = lambda u: ((u + 1) * P - 1) // U           # noqa: E731
-    stores, covered = {}, [0] * U
-    for p in range(P):
-        lo = start(p)
-        while lo < start(p + 1):
-            tile = lo // Q
-            hi = min(start(p + 1), (tile + 1) * Q)
-            for u in range(lo, hi):
-                covered[u] += 1
-            if hi - lo < Q:
-                slot = 0 if start(p) >= tile * Q else 1
-                assert (p, slot) not in stores, "a slot holds one segment per launch"
-                stores[(p, slot)] = (tile, lo, hi)
-            lo = hi
-    assert covered == [1] * U, "every unit exactly once"
-    for tile in range(U // Q):
-        first, last = owner(tile * Q), owner(tile * Q + Q - 1)
-        parts = [(q, 0 if start(q) >= tile * Q else 1) for q in range(first, last + 1)]
-        if len(parts) > 1:
-            spans = sorted(stores[qs][1:] for qs in parts)
-            assert all(stores[qs][0] == tile for qs in parts)
-            assert spans[0][0] == tile * Q and spans[-1][1] == tile * Q + Q
-            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), "partials tile the k range"
-    return stores
-
-
-@pytest.mark.parametrize("tiles,Q,P", [(1, 1, 1), (32, 32, 264), (1024, 32, 132), (7, 3, 21),
-                                       (5, 64, 3), (3, 7, 20), (448, 64, 132), (2, 5, 9)])
-def test_streamk_partition_covers_every_unit_once(tiles, Q, P):
-    _streamk_model(tiles * Q, P, Q)
-
-
 def test_forced_config_parsing(monkeypatch):
     monkeypatch.setenv("LQQ_FORCE_CONFIG", "decode_bm16_rb2_pf8_s4")
     p = configs.forced(5, 4096, 4096)
