@@ -45,10 +45,12 @@ def sm_count() -> int:
 
 def scratch(stream, name: str, n: int, dtype, zeroed: bool = False):
     """A persistent per-(device, stream) buffer of at least n elements: split-K
-    partials, self-resetting tile counters (zeroed once here; the kernel's last
-    CTA puts each back to 0), quantized activations. Nothing is allocated once
-    a shape has run on the stream, so calls can be captured in a CUDA graph
-    after a warm-up on the capturing stream.
+    and stream-K partial sums, quantized activations, and self-resetting tile
+    counters (zeroed once here; the kernel puts each back to 0 for the next
+    launch: on Hopper the tile's owner, once its wait on the counter is over
+    (streamk.j2); in split-K the last split to arrive (splitk.j2)). Nothing is
+    allocated once a shape has run on the stream, so calls can be captured in
+    a CUDA graph after a warm-up on the capturing stream.
 
     Grown (at least doubled), never shrunk, and a replaced buffer is kept
     alive, not freed: a CUDA graph captured earlier still holds its address,
