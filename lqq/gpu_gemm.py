@@ -129,12 +129,14 @@ class _Launch:
     maps: tuple = ()        # the packed weight's TMA maps (wgmma): codes, group parameters
 
 
-_MAX_LAUNCHES = 256         # records per weight: keep the dict bounded
+_MAX_LAUNCHES = 256         # records per packed weight: keep the dict bounded
 
 
 def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
-    import cupy as cp
-    memo = w._device_cache.setdefault(("launches", cp.cuda.Device().id), {})
+    """The launch record of (plan, M, output, bias kind) for w's packed copy
+    p, memoized on p: its TMA maps encode p's array addresses, and p belongs
+    to one device."""
+    memo = p.launches
     key = (plan, M, np.dtype(out_dtype).char, bias_kind)
     rec = memo.get(key)
     if rec is not None:

@@ -20,7 +20,7 @@ K-block); padding has code 0, s2 = 1, z = 128, i.e. weight 0, and s1 = 1.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import _xp
 
@@ -42,6 +42,9 @@ class PackedWeight:
     K: int
     group_size: int
     layout_version: int = LAYOUT_VERSION
+    # lqq.gpu_gemm's launch records for this copy (its TMA maps hold these
+    # arrays' addresses, so they live and die with them)
+    launches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_pad(self) -> int:

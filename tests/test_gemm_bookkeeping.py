@@ -1,0 +1,53 @@
+"""gpu_gemm's per-weight state, on the CPU with stand-ins for CuPy: launch
+records (and their TMA maps) belong to one packed copy."""
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import lqq
+from lqq import configs, gpu_gemm, launch, packing, tma
+
+
+class DeviceArray:
+    """What gpu_gemm reads of a packed CuPy array: its shape and address."""
+
+    def __init__(self, a, ptr):
+        self.shape, self.data = a.shape, types.SimpleNamespace(ptr=ptr)
+
+
+def on_device(p, base):
+    """p's layout with its arrays at made-up device addresses from `base`."""
+    return packing.PackedWeight(DeviceArray(p.codes, base), DeviceArray(p.meta, base + (1 << 20)),
+                                DeviceArray(p.s1, base + (2 << 20)), p.N, p.K, p.group_size)
+
+
+@pytest.fixture
+def hopper(monkeypatch):
+    """An sm_90 device 0 where loading a kernel and encoding a map are free."""
+    fake = types.SimpleNamespace(ndarray=type("ndarray", (), {}),    # no array is one
+                                 cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(launch, "compute_capability", lambda: "90")
+    monkeypatch.setattr(gpu_gemm, "function", lambda spec, smem=0: ("kernel", spec.name, smem))
+    monkeypatch.setattr(tma, "blocks_3d", lambda ptr, dims, strides, box: ("map", ptr, box))
+
+
+def test_launch_records_belong_to_the_packed_copy(hopper):
+    """The Hopper launch record holds TMA maps of the packed arrays. Memoized
+    per weight and device only, a record built for one packed copy was handed
+    to the next (after a repack, or a second thread's packing), whose kernel
+    then read the first copy's (possibly freed) memory."""
+    rng = np.random.default_rng(0)
+    w = lqq.quantize_weight(rng.standard_normal((200, 512)).astype(np.float32), 64, "round")
+    host = packing.pack(w)
+    plan = configs.plan(configs.WgmmaConfig(64, 4), 64, 200, 512, ctas=3)
+    first, second = on_device(host, 0x10000000), on_device(host, 0x70000000)
+    a = gpu_gemm._launch(w, first, plan, 64, np.float16, 0)
+    b = gpu_gemm._launch(w, second, plan, 64, np.float16, 0)
+    assert [m[1] for m in a.maps] == [0x10000000, 0x10000000 + (1 << 20)]
+    assert [m[1] for m in b.maps] == [0x70000000, 0x70000000 + (1 << 20)]
+    assert gpu_gemm._launch(w, first, plan, 64, np.float16, 0) is a, "memoized on its copy"
+    assert a.partial_size > 0 and a.counters_size == 2, "3 CTAs over 2 tiles: stream-K scratch"
+    assert first.launches == {(plan, 64, "e", 0): a} and second.launches == {(plan, 64, "e", 0): b}
