@@ -19,20 +19,85 @@ _sm_counts: dict = {}
 
 
 def packed(w) -> packing.PackedWeight:
-    """The weight in the kernels' layout on the current device, packed once."""
+    """The weight in the kernels' layout on the current device, packed once,
+    on the current stream, with an event recorded after the packing kernels
+    (_after_packing orders every GEMM's stream after it)."""
     import cupy as cp
     memo = ("packed", packing.LAYOUT_VERSION, cp.cuda.Device().id)
     p = w._device_cache.get(memo)
     if p is None:
-        p = w._device_cache[memo] = packing.pack(w)
-        _fresh.add(id(p))
+        stream = cp.cuda.get_current_stream()
+        if stream.is_capturing():
+            raise RuntimeError("lqq packs a weight for the GPU on its first GEMM on a device, "
+                               "which cannot be captured in a CUDA graph: run one GEMM with "
+                               "this weight before capturing (on the capturing stream)")
+        p = packing.pack(w)
+        p.event = cp.cuda.Event(block=False, disable_timing=True)
+        p.event.record(stream)
+        # published complete; if another thread packed meanwhile, one copy wins
+        p = w._device_cache.setdefault(memo, p)
     return p
 
 
-# packed weights no GEMM has run on yet: the Hopper kernel reads the first
-# stages of weights before its grid-dependency wait, so its first launch after
-# the packing kernels goes without PDL (later ones follow that launch)
-_fresh: set = set()
+# _after_packing's answers: launch as usual; launch without PDL, then record
+# the stream as ordered; launch without PDL inside a graph (record nothing)
+_READY, _WAITED, _IN_GRAPH = "ready", "waited", "in graph"
+_EVENT_WAIT_EXTERNAL = 1      # cudaEventWaitExternal
+
+
+def _after_packing(p, stream) -> str:
+    """Order a GEMM on `stream` after p's packing kernels. They ran on the
+    stream current at packing time, so a GEMM on another one (another
+    thread's, or a user's stream=) must wait for their event; and the Hopper
+    kernel reads its first stages of weights before its grid-dependency wait,
+    so a launch with PDL may only follow, on the same stream, a launch
+    without it that came after the packing. Returns
+
+    _READY: the packing is known complete (the event was seen done: any
+        stream may read p from then on), or this stream already had such a
+        launch (p.streams); PDL is fine.
+    _WAITED: the stream now waits for the event; launch without PDL, then
+        add the stream to p.streams.
+    _IN_GRAPH: the same inside CUDA-graph capture, where the wait becomes an
+        external-event node of the graph and the stream is not recorded (the
+        graph waits, not the stream; a capture after a warm-up on its stream
+        finds it recorded, and captures the usual PDL launch).
+
+    Hot path (the packing seen complete): one attribute test. Until then, a
+    capture query and an event query per call; nothing synchronizes, nothing
+    is allocated, and the event is never queried during capture."""
+    if p.done or p.event is None:
+        return _READY
+    capturing = stream.is_capturing()
+    if not capturing and p.event.done:
+        p.done = True
+        p.streams.clear()
+        return _READY
+    if stream.ptr in p.streams:
+        return _READY
+    if capturing:
+        _wait_in_graph(stream, p.event)
+        return _IN_GRAPH
+    stream.wait_event(p.event)
+    return _WAITED
+
+
+def _wait_in_graph(stream, event) -> None:
+    """Make the graph being captured on `stream` wait for `event`, recorded
+    outside the capture (a plain wait on it would invalidate the capture)."""
+    import cupy as cp
+    cp.cuda.runtime.streamWaitEvent(stream.ptr, event.ptr, _EVENT_WAIT_EXTERNAL)
+
+
+def _run(rec, p, args, stream) -> None:
+    """Launch a record's kernel on `stream`, after p's packing (_after_packing).
+    PDL for the Hopper kernel only: the mma.sync decode kernels measured 5-10%
+    slower with it (H100, CUDA graphs of back-to-back calls)."""
+    state = _after_packing(p, stream)
+    launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream,
+                  pdl=rec.wgmma and state is _READY)
+    if state is _WAITED:
+        p.streams.add(stream.ptr)     # queued: later launches on the stream follow this one
 
 
 def sm_count() -> int:
@@ -45,10 +110,12 @@ def sm_count() -> int:
 
 def scratch(stream, name: str, n: int, dtype, zeroed: bool = False):
     """A persistent per-(device, stream) buffer of at least n elements: split-K
-    partials, self-resetting tile counters (zeroed once here; the kernel's last
-    CTA puts each back to 0), quantized activations. Nothing is allocated once
-    a shape has run on the stream, so calls can be captured in a CUDA graph
-    after a warm-up on the capturing stream.
+    and stream-K partial sums, quantized activations, and self-resetting tile
+    counters (zeroed once here; the kernel puts each back to 0 for the next
+    launch: on Hopper the tile's owner, once its wait on the counter is over
+    (streamk.j2); in split-K the last split to arrive (splitk.j2)). Nothing is
+    allocated once a shape has run on the stream, so calls can be captured in
+    a CUDA graph after a warm-up on the capturing stream.
 
     Grown (at least doubled), never shrunk, and a replaced buffer is kept
     alive, not freed: a CUDA graph captured earlier still holds its address,
@@ -127,12 +194,14 @@ class _Launch:
     maps: tuple = ()        # the packed weight's TMA maps (wgmma): codes, group parameters
 
 
-_MAX_LAUNCHES = 256         # records per weight: keep the dict bounded
+_MAX_LAUNCHES = 256         # records per packed weight: keep the dict bounded
 
 
 def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
-    import cupy as cp
-    memo = w._device_cache.setdefault(("launches", cp.cuda.Device().id), {})
+    """The launch record of (plan, M, output, bias kind) for w's packed copy
+    p, memoized on p: its TMA maps encode p's array addresses, and p belongs
+    to one device."""
+    memo = p.launches
     key = (plan, M, np.dtype(out_dtype).char, bias_kind)
     rec = memo.get(key)
     if rec is not None:
@@ -213,14 +282,7 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         rec = _launch(w, p, choose(M, N, K, w.group_size), M, out_dtype, bias_kind)
         if rec.wgmma and xq.data.ptr % 16:    # TMA needs a 16-byte aligned base
             xq = xq.copy()                      # (alive until the launch is queued)
-        args = kernel_args(rec, p, xq, xs, bias, y, stream)
-        # PDL for the Hopper kernel only: the mma.sync decode kernels measured
-        # 5-10% slower with it (H100, CUDA graphs of back-to-back calls)
-        fresh = id(p) in _fresh
-        launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream,
-                      pdl=rec.wgmma and not fresh)
-        if fresh:
-            _fresh.discard(id(p))
+        _run(rec, p, kernel_args(rec, p, xq, xs, bias, y, stream), stream)
     return y
 
 

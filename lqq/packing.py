@@ -20,7 +20,7 @@ K-block); padding has code 0, s2 = 1, z = 128, i.e. weight 0, and s1 = 1.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import _xp
 
@@ -42,6 +42,15 @@ class PackedWeight:
     K: int
     group_size: int
     layout_version: int = LAYOUT_VERSION
+    # State of a GPU copy, kept by lqq.gpu_gemm (not part of the layout):
+    # launch records (their TMA maps hold these arrays' addresses, so they
+    # live and die with them); the event recorded after the packing kernels
+    # on their stream; whether it has been seen complete; and the streams
+    # (pointers) a GEMM has already been ordered after it on
+    launches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    event: object = field(default=None, init=False, repr=False, compare=False)
+    done: bool = field(default=False, init=False, repr=False, compare=False)
+    streams: set = field(default_factory=set, init=False, repr=False, compare=False)
 
     @property
     def n_pad(self) -> int:

@@ -102,26 +102,103 @@ def igmma_operand_a(sass: str) -> dict[str, int]:
     return out
 
 
-# global-memory access: loads, stores, atomics, TMA and bulk copies, generic LD/ST
-_GLOBAL_OPS = {"LDG", "STG", "ATOMG", "ATOM", "RED", "REDG", "LD", "ST", "UTMALDG", "UBLKCP",
-               "UTMASTG", "LDGSTS"}
+# global-memory access: loads, stores, atomics and reductions, TMA and bulk
+# copies (and their prefetches), generic LD/ST
+_GLOBAL_OPS = {"LDG", "STG", "ATOMG", "ATOM", "RED", "REDG", "LD", "ST", "LDGSTS", "UTMALDG",
+               "UTMASTG", "UTMAREDG", "UTMAPF", "UBLKCP", "UBLKRED", "UBLKPF"}
+GRID_WAIT = "ACQBULK"                  # PTX griddepcontrol.wait
+PRODUCER_DEC = "USETMAXREG.DEALLOC"    # PTX setmaxnreg.dec: the Hopper GEMM's producer branch
+# `        /*0a40*/              @!P0 BRA 0xa00 ;` (cuobjdump); nvdisasm writes BRA `(.L_x_3)
+_CODE_RE = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s+(@!?U?P(?:\d+|T)\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+_LABEL_RE = re.compile(r"^([.$\w]+):\s*$")
+_TARGET_RE = re.compile(r"(?:0x([0-9a-f]+)|`\(([^)]+)\))\s*$")
+_FUNCTION_RE = re.compile(r"^\s*Function : (\S+)|^\.text\.(\S+):")
+_INDIRECT = {"BRX", "BRXU", "JMX", "JMXU", "JMP", "RTT"}
 
 
-def global_before_grid_wait(sass: str, ops=_GLOBAL_OPS) -> int | None:
-    """How many global-memory instructions (of `ops`) come, in code order,
-    before the first ``ACQBULK`` (PTX griddepcontrol.wait); None if the kernel
-    has none. A kernel launched with programmatic dependent launch must report
-    0, except for bulk copies of data no kernel writes (the Hopper kernel's
-    packed weights: inspect() counts those apart)."""
-    before = 0
+def functions(sass: str) -> dict[str, str]:
+    """The SASS text of each function in a cuobjdump/nvdisasm listing."""
+    out, name = {}, None
     for line in sass.splitlines():
-        m = _INSTR_RE.match(line)
-        if not m:
+        m = _FUNCTION_RE.match(line)
+        if m:
+            name = m.group(1) or m.group(2)
+            out.setdefault(name, "")
+        elif name is not None:
+            out[name] += line + "\n"
+    return out or {"": sass}
+
+
+def _instructions(sass: str):
+    """[(address, guarded, opcode with modifiers, operands)] of one function,
+    in code order, and {label: index} (nvdisasm's branch targets)."""
+    code, labels, pending = [], {}, []
+    for line in sass.splitlines():
+        m = _LABEL_RE.match(line.strip())
+        if m:
+            pending.append(m.group(1))
             continue
-        if m.group(1) == "ACQBULK":
-            return before
-        before += m.group(1) in ops
-    return None
+        m = _CODE_RE.match(line)
+        if m:
+            for label in pending:
+                labels[label] = len(code)
+            pending = []
+            code.append((int(m.group(1), 16), m.group(2) is not None, m.group(3), m.group(4).strip()))
+    return code, labels
+
+
+def reached_before(sass: str, stops) -> list[tuple[int, str]] | None:
+    """(address, opcode) of every instruction of one function that some path
+    from its entry reaches without first executing an (unpredicated)
+    instruction whose opcode starts with one of `stops`, following the
+    control flow: branches both ways when predicated or divergent, calls into
+    the callee and past it, nothing past EXIT or RET. None if no instruction
+    of the function matches a stop. Raises ValueError where such a path meets
+    an indirect branch (BRX: its targets are not in the text)."""
+    code, labels = _instructions(sass)
+    if not any(op.startswith(s) for _, _, op, _ in code for s in stops):
+        return None
+    index = {addr: i for i, (addr, *_) in enumerate(code)}
+    seen, todo = set(), [0] if code else []
+    while todo:
+        i = todo.pop()
+        if i in seen or i >= len(code):
+            continue
+        seen.add(i)
+        addr, guarded, op, args = code[i]
+        if not guarded and any(op.startswith(s) for s in stops):
+            continue
+        base = op.split(".")[0]
+        if base in _INDIRECT:
+            raise ValueError(f"indirect branch {op} at {addr:#x}: its targets cannot be followed")
+        nxt = []
+        if base in ("BRA", "CALL") or op.startswith("WARPSYNC.COLLECTIVE"):
+            m = _TARGET_RE.search(args)
+            if m is None:
+                raise ValueError(f"cannot read the target of {op} {args} at {addr:#x}")
+            nxt.append(index[int(m.group(1), 16)] if m.group(1) else labels[m.group(2)])
+            # a plain unpredicated BRA never falls through; BRA.DIV, BRA !P1, ... may
+            if guarded or op != "BRA" or "," in args:
+                nxt.append(i + 1)
+        elif base in ("EXIT", "RET"):
+            if guarded:
+                nxt.append(i + 1)
+        else:
+            nxt.append(i + 1)
+        todo += nxt
+    return [(code[i][0], code[i][2]) for i in sorted(seen)]
+
+
+def global_before(sass: str, stops=(GRID_WAIT,), ops=_GLOBAL_OPS) -> list[str] | None:
+    """The opcodes (with modifiers, e.g. UTMALDG.3D) of the global-memory
+    instructions that may run before the kernel's grid-dependency wait (or
+    another of `stops`) on some path: see reached_before. A kernel launched
+    with programmatic dependent launch must have none, except reads of data
+    no kernel writes. None if the kernel has no such stop."""
+    reached = reached_before(sass, stops)
+    if reached is None:
+        return None
+    return [op for _, op in reached if op.split(".")[0] in ops]
 
 
 def parse_ptxas_log(log: str) -> dict:
@@ -156,22 +233,32 @@ def parse_ptxas_log(log: str) -> dict:
 
 def inspect(compiled) -> dict:
     """Everything about one ``lqq.jit.Compiled``: registers, spill_bytes,
-    local_bytes, smem_bytes, sass (opcode counts), igmma_a (where the wgmma
-    instructions read operand A), global_before_grid_wait and ptxas warnings."""
+    local_bytes, smem_bytes (static shared memory as cuobjdump reports it: on
+    sm_90 with the 1 KiB the system reserves per CTA), smem_declared_bytes
+    (the static shared memory the kernel declares, from ptxas), sass (opcode
+    counts), igmma_a (where the wgmma instructions read operand A),
+    before_grid_wait (the global accesses some path reaches before
+    griddepcontrol.wait; None without one: global_before),
+    before_grid_wait_outside_producer (the same on paths that have not passed
+    setmaxnreg.dec either; None without one) and ptxas warnings."""
     log = parse_ptxas_log(compiled.log)
     usage = resource_usage(compiled.cubin_path)
     kernel = usage.get(compiled.name) or {"registers": log["registers"], "smem_bytes": log["smem"],
                                           "stack_bytes": log["stack"], "local_bytes": log["stack"]}
     per_log = log["kernels"].get(compiled.name, log)
     text = sass_text(compiled.cubin_path)
+    parts = functions(text)
+    body = parts.get(compiled.name, text)
     return {
         "registers": kernel["registers"],
         "spill_bytes": per_log["spill_stores"] + per_log["spill_loads"],
         "local_bytes": kernel["local_bytes"],
         "smem_bytes": kernel["smem_bytes"],
+        "smem_declared_bytes": per_log["smem"],
         "sass": opcode_counts(text),
         "igmma_a": igmma_operand_a(text),
-        "global_before_grid_wait": global_before_grid_wait(text, _GLOBAL_OPS - {"UBLKCP"}),
-        "bulk_before_grid_wait": global_before_grid_wait(text, {"UBLKCP"}),
+        "before_grid_wait": global_before(body),
+        "before_grid_wait_outside_producer": (global_before(body, (GRID_WAIT, PRODUCER_DEC))
+                                              if PRODUCER_DEC in body else None),
         "warnings": log["warnings"],
     }

@@ -296,6 +296,83 @@ def test_dependent_launches_see_the_previous_kernels_output(monkeypatch, M, pdl)
             assert np.array_equal(cp.asnumpy(y2), expect(X))
 
 
+def _spin(stream, cycles=10 ** 9):
+    """Queue about half a second (10^9 SM cycles) of one thread spinning on
+    `stream`: work queued behind it there is still pending when the host
+    goes on."""
+    kernel = cp.RawKernel(r"""
+extern "C" __global__ void lqq_test_spin(long long cycles) {
+    const long long t0 = clock64();
+    while (clock64() - t0 < cycles) { }
+}""", "lqq_test_spin")
+    with stream:
+        kernel((1,), (1,), (np.int64(cycles),))
+
+
+def _pending_packing(rng, M):
+    """A 4096 x 2048 weight packed on a stream of its own behind _spin, so its
+    packing kernels have not run yet; made (and finished) before that: an
+    [M, 2048] float16 input X, on the GPU as x and quantized as (xq, xs) (and
+    on the host as x8, x8s), and two poisoned outputs. Returns a namespace
+    with those, the weight w, its GPU copy wg and packed copy p."""
+    import types
+
+    from lqq import gpu_gemm
+    c = types.SimpleNamespace(w=make_weight(rng, 4096, 2048, 64))
+    c.wg = c.w.to_gpu()
+    c.X = rng.standard_normal((M, 2048)).astype(np.float16)
+    c.x8, c.x8s = lqq.quantize_activation(c.X)
+    c.x, c.xq, c.xs = cp.asarray(c.X), cp.asarray(c.x8), cp.asarray(c.x8s)
+    c.out, c.out2 = poisoned((M, 4096), np.float16), poisoned((M, 4096), np.float16)
+    cp.cuda.Device().synchronize()
+    packer = cp.cuda.Stream(non_blocking=True)
+    _spin(packer)
+    with packer:
+        c.p = gpu_gemm.packed(c.wg)
+    assert not c.p.event.done, "the packing is still queued: the case these tests are about"
+    return c
+
+
+@pytest.mark.parametrize("M", [1, 40])
+def test_gemm_on_another_stream_waits_for_the_packing(M):
+    """lqq packs a weight on its first GEMM, on the stream current then. A GEMM
+    on another stream (another thread's, or stream=) right after must not
+    read the packed arrays before the packing kernels have run: its stream
+    waits for the packing's event, and on Hopper (M = 40) its first launch
+    goes without PDL (the kernel reads weights before its grid wait)."""
+    c = _pending_packing(np.random.default_rng(), M)
+    user = cp.cuda.Stream(non_blocking=True)
+    lqq.gemm(c.x, c.wg, out=c.out, stream=user, check_finite=False)
+    assert user.ptr in c.p.streams, "ordered after the packing, the stream is recorded"
+    lqq.gemm(c.x, c.wg, out=c.out2, stream=user, check_finite=False)     # PDL from here
+    user.synchronize()
+    want = reference.gemm(c.x8, c.x8s, c.w)
+    assert np.array_equal(cp.asnumpy(c.out), want) and np.array_equal(cp.asnumpy(c.out2), want)
+
+
+def test_capture_before_any_gemm_on_its_stream_waits_in_the_graph(monkeypatch):
+    """A GEMM captured on a stream that never ran this weight, while the
+    packing is still queued: the graph itself waits for the packing's event
+    (an external-event node; a plain wait on an event from outside the capture
+    would invalidate it), and the stream is not recorded as ordered. The
+    launch is set up on another stream first and the plan needs no scratch
+    (quantized input, one CTA per tile), so the capture allocates nothing."""
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn64_st4_s1" if _is_sm90() else "mma_bm32_rb1")
+    c = _pending_packing(np.random.default_rng(), 40)
+    other, capturing = cp.cuda.Stream(non_blocking=True), cp.cuda.Stream(non_blocking=True)
+    lqq.gemm((c.xq, c.xs), c.wg, out=c.out2, stream=other, check_finite=False)
+    with capturing:
+        capturing.begin_capture()
+        lqq.gemm((c.xq, c.xs), c.wg, out=c.out, stream=capturing, check_finite=False)
+        graph = capturing.end_capture()
+    assert not c.p.done and capturing.ptr not in c.p.streams
+    graph.launch(capturing)
+    capturing.synchronize()
+    other.synchronize()
+    want = reference.gemm(c.x8, c.x8s, c.w)
+    assert np.array_equal(cp.asnumpy(c.out), want) and np.array_equal(cp.asnumpy(c.out2), want)
+
+
 def test_launch_setup_follows_forced_config_and_streams(monkeypatch):
     """The per-shape launch setup is memoized on the weight: switching
     LQQ_FORCE_CONFIG between calls, or the stream, must still run the plan
@@ -314,7 +391,8 @@ def test_launch_setup_follows_forced_config_and_streams(monkeypatch):
         for stream in (cp.cuda.Stream(non_blocking=True), cp.cuda.Stream(non_blocking=True)):
             with stream:
                 check(rng, 33, w, wg, np.int32)
-    memo = next(v for k, v in wg._device_cache.items() if k[0] == "launches")
+    from lqq import gpu_gemm
+    memo = gpu_gemm.packed(wg).launches
     assert len(memo) >= len(set(plans)), "one launch record per plan"
 
 

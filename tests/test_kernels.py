@@ -64,21 +64,80 @@ def test_gemm_kernels_dequantize_with_imad_lop3_and_use_tensor_cores(report):
 
 @needs_nvrtc
 def test_kernels_wait_for_the_previous_grid_before_any_global_access(report):
-    """lqq launches every kernel with programmatic dependent launch on sm_90
-    (lqq/launch.py): it may start while the previous kernel still runs, so
-    griddepcontrol.wait (SASS ACQBULK) must come before any global access. The
-    one exception: the Hopper GEMM's producer copies the first stages of
-    packed weights (TMA) before it waits (no kernel writes them; gpu_gemm launches
-    the first call after packing without PDL)."""
+    """lqq launches its sm_90 kernels with programmatic dependent launch
+    (lqq/launch.py): a kernel may start while the previous one still runs, so
+    griddepcontrol.wait (SASS ACQBULK) must come before any global access on
+    every path through the kernel (sass.global_before follows the branches;
+    the first ACQBULK in code order is not enough: in the Hopper GEMM it is
+    the consumers', and the producer's comes thousands of instructions later).
+
+    The one exception: the Hopper GEMM's producer issues the first stages'
+    packed-weight copies (3-D TMA, UTMALDG.3D) before its wait; no kernel
+    writes the packed weights, and gpu_gemm orders the first launch after
+    packing behind the packing kernels without PDL. Nothing else may come
+    early: no activation tile (2-D TMA, UTMALDG.2D), no LDG of scales or
+    partial sums. Where the config splits registers (setmaxnreg), the early
+    copies must also lie in the producer's branch, past its setmaxnreg.dec
+    (USETMAXREG.DEALLOC): paths that have not passed it reach no global
+    access before a wait. Configs without the split have no instruction that
+    marks the producer's branch in the SASS; for them the path check (only
+    weight copies before a wait, on any path) is what holds."""
     arch, rows = report
     for r in rows:
-        if arch == "sm_90a":
-            assert r["sass"].get("ACQBULK") and r["sass"].get("PREEXIT"), r["name"]
-            assert r["global_before_grid_wait"] == 0, r["name"]
-            if "wgmma" not in r["name"]:
-                assert r["bulk_before_grid_wait"] == 0, r["name"]
-        else:                       # griddepcontrol is sm_90+: compiled out
-            assert r["global_before_grid_wait"] is None, r["name"]
+        if arch != "sm_90a":                # griddepcontrol is sm_90+: compiled out
+            assert r["before_grid_wait"] is None, r["name"]
+            continue
+        assert r["sass"].get("ACQBULK") and r["sass"].get("PREEXIT"), r["name"]
+        early = r["before_grid_wait"]
+        if r["family"] != "gemm_wgmma_sm90":
+            assert early == [], (r["name"], early)
+            continue
+        assert early and set(early) == {"UTMALDG.3D"}, (r["name"], early)
+        outside = r["before_grid_wait_outside_producer"]
+        if r["config"]["REGS"]:
+            assert outside == [], (r["name"], outside)
+        else:
+            assert outside is None, r["name"]
+
+
+def test_global_before_follows_the_branches():
+    """sass.global_before on hand-written SASS: a predicated branch goes both
+    ways, an unpredicated one only to its target, EXIT ends a path, a call
+    returns past itself; an indirect branch before the wait cannot be read."""
+    from lqq import sass
+    text = """
+        /*0000*/                   S2R R0, SR_TID.X ;
+        /*0010*/               @P0 BRA 0x60 ;
+        /*0020*/                   USETMAXREG.TRY_ALLOC.CTAPOOL UP0, 0xe8 ;
+        /*0030*/                   ACQBULK ;
+        /*0040*/                   LDG.E R2, desc[UR4][R2.64] ;
+        /*0050*/                   EXIT ;
+        /*0060*/                   USETMAXREG.DEALLOC.CTAPOOL 0x28 ;
+        /*0070*/                   UTMALDG.3D [UR8], [UR36] ;
+        /*0080*/                   CALL.REL.NOINC 0x100 ;
+        /*0090*/              @!P1 BRA 0xc0 ;
+        /*00a0*/                   ACQBULK ;
+        /*00b0*/                   UTMALDG.2D [UR8], [UR36] ;
+        /*00c0*/                   BRA 0xe0 ;
+        /*00d0*/                   STG.E desc[UR4][R2.64], R0 ;
+        /*00e0*/              @!P1 ACQBULK ;
+        /*00f0*/                   EXIT ;
+        /*0100*/                   LDG.E.CONSTANT R3, desc[UR4][R2.64] ;
+        /*0110*/                   RET.REL.NODEC R4 0x0 ;
+    """
+    # @!P1 skips the wait at 0xa0 and reaches 0xe0 (a predicated wait may not
+    # run); the STG at 0xd0 is dead code; the callee's LDG runs before any wait
+    assert sass.global_before(text) == ["UTMALDG.3D", "LDG.E.CONSTANT"]
+    assert sass.global_before(text, (sass.GRID_WAIT, sass.PRODUCER_DEC)) == []
+    waited = text.replace("@!P1 BRA 0xc0", "NOP").replace("CALL.REL.NOINC 0x100", "NOP")
+    assert sass.global_before(waited) == ["UTMALDG.3D"]
+    assert sass.global_before(text.replace("ACQBULK", "NOP")) is None, "no wait at all"
+    with pytest.raises(ValueError, match="indirect"):
+        sass.global_before(text.replace("@!P1 BRA 0xc0", "BRX R4 -0xa0"))
+    assert sass.global_before(text.replace("/*00d0*/                   STG.E",
+                                           "/*00d0*/                   BRX R4 -0xe0 ;\n"
+                                           "        /*00d8*/                   STG.E")) \
+        == ["UTMALDG.3D", "LDG.E.CONSTANT"], "an indirect branch no early path reaches is fine"
 
 
 @needs_nvrtc
@@ -150,42 +209,6 @@ def test_short_tiles_in_many_waves_take_one_stream_k_wave():
     assert configs.heuristic(1024, 28672, 4096, 132, wgmma=True).grid == (132, 1, 1)
     assert configs.heuristic(4096, 4096, 14336, 132, wgmma=True).grid == (512, 1, 1)
     assert configs.heuristic(4096, 4096, 4096, 132, wgmma=True).grid == (512, 1, 1)
-
-
-def _streamk_model(U: int, P: int, Q: int):
-    """The kernel's stream-K bookkeeping (streamk.j2) in Python: per tile, the
-    (CTA, slot) partial sums the last contributor adds, and which CTAs store."""
-    start = lambda p: U * p // P                       # noqa: E731
-    owner = lambda u: ((u + 1) * P - 1) // U           # noqa: E731
-    stores, covered = {}, [0] * U
-    for p in range(P):
-        lo = start(p)
-        while lo < start(p + 1):
-            tile = lo // Q
-            hi = min(start(p + 1), (tile + 1) * Q)
-            for u in range(lo, hi):
-                covered[u] += 1
-            if hi - lo < Q:
-                slot = 0 if start(p) >= tile * Q else 1
-                assert (p, slot) not in stores, "a slot holds one segment per launch"
-                stores[(p, slot)] = (tile, lo, hi)
-            lo = hi
-    assert covered == [1] * U, "every unit exactly once"
-    for tile in range(U // Q):
-        first, last = owner(tile * Q), owner(tile * Q + Q - 1)
-        parts = [(q, 0 if start(q) >= tile * Q else 1) for q in range(first, last + 1)]
-        if len(parts) > 1:
-            spans = sorted(stores[qs][1:] for qs in parts)
-            assert all(stores[qs][0] == tile for qs in parts)
-            assert spans[0][0] == tile * Q and spans[-1][1] == tile * Q + Q
-            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), "partials tile the k range"
-    return stores
-
-
-@pytest.mark.parametrize("tiles,Q,P", [(1, 1, 1), (32, 32, 264), (1024, 32, 132), (7, 3, 21),
-                                       (5, 64, 3), (3, 7, 20), (448, 64, 132), (2, 5, 9)])
-def test_streamk_partition_covers_every_unit_once(tiles, Q, P):
-    _streamk_model(tiles * Q, P, Q)
 
 
 def test_forced_config_parsing(monkeypatch):
@@ -311,12 +334,41 @@ def test_probe_build_is_separate_and_the_normal_kernels_carry_none_of_it():
 def test_every_hopper_config_fits_its_ring_and_staging_in_shared_memory():
     """The template places each consumer warp's epilogue staging buffer (EPI
     tokens x 32 bytes) past STAGES stages from a 1024-aligned base; the
-    dynamic shared memory asked for covers that, and the opt-in limit holds
-    (with the static barriers besides)."""
+    dynamic shared memory asked for covers that, within the opt-in limit
+    (with the static shared memory besides: the test below, on the compiled
+    kernels)."""
     for cfg in configs.WGMMA_CONFIGS:
-        static = 2 * 8 * cfg.STAGES + 4                   # full/empty mbarriers + one int
         stage = cfg.BN * 128 + cfg.C * (4096 + 512)
         assert cfg.stage_bytes() % 1024 == 0 and cfg.stage_bytes() - stage < 1024
         end = 1023 + cfg.STAGES * cfg.stage_bytes() + cfg.C * 4 * cfg.EPI * 32
-        assert end <= cfg.smem_bytes() <= configs.SMEM_DYNAMIC_MAX - static, cfg.tag
+        assert end <= cfg.smem_bytes() <= configs.SMEM_DYNAMIC_MAX, cfg.tag
         assert cfg.EPI == 0 or (cfg.EPI % 16 == 0 and cfg.BN % 16 == 0)
+
+
+SM90_RESERVED_SMEM = 1024       # per CTA, taken by the system on sm_90 (reservedSharedMemPerBlock)
+SM90_SMEM_PER_SM = 233472       # 228 KiB an SM: static + dynamic + reserved of every resident CTA
+
+
+@needs_nvrtc
+def test_every_hopper_kernel_fits_static_and_dynamic_shared_memory(report):
+    """A launch fails unless the kernel's static shared memory plus the
+    dynamic amount it asks for (WgmmaConfig.smem_bytes) stays within the
+    per-block opt-in limit, configs.SMEM_DYNAMIC_MAX (227 KiB on sm_90,
+    cudaDevAttrMaxSharedMemoryPerBlockOptin, which does not count the 1 KiB
+    the system reserves per CTA), and MINB CTAs of it, reservations included,
+    must fit one SM's 228 KiB. The static figure is the compiled kernel's:
+    cuobjdump's SHARED, which on sm_90 includes the reserved 1 KiB (checked
+    against ptxas's own count, so a toolchain that changes it fails here)."""
+    arch, rows = report
+    if arch != "sm_90a":
+        pytest.skip("the Hopper kernels are sm_90a only")
+    cfgs = {c.name: c for c in configs.WGMMA_CONFIGS}
+    rows = [r for r in rows if r["name"] in cfgs]
+    assert {r["name"] for r in rows} == set(cfgs)
+    for r in rows:
+        cfg = cfgs[r["name"]]
+        declared = r["smem_declared_bytes"]
+        assert declared >= 2 * 8 * cfg.STAGES, "the full and empty mbarriers at least"
+        assert r["smem_bytes"] == declared + SM90_RESERVED_SMEM, r["name"]
+        assert declared + cfg.smem_bytes() <= configs.SMEM_DYNAMIC_MAX, (r["name"], declared)
+        assert cfg.MINB * (r["smem_bytes"] + cfg.smem_bytes()) <= SM90_SMEM_PER_SM, r["name"]
