@@ -109,6 +109,7 @@ class WgmmaConfig:
     BN: int
     STAGES: int
     C: int = 2
+    MB: int = 0          # CTAs per SM to size registers for; 0: the default (MINB)
 
     @property
     def RB(self) -> int:             # 64-row slabs per tile, as the other families call it
@@ -123,7 +124,8 @@ class WgmmaConfig:
         """bn.._st..[_wgC]: the part of the kernel name and of LQQ_FORCE_CONFIG
         that names the config."""
         wg = f"_wg{self.C}" if self.C != 2 else ""
-        return f"bn{self.BN}_st{self.STAGES}{wg}"
+        mb = f"_mb{self.MB}" if self.MB else ""
+        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}"
 
     @property
     def name(self) -> str:
@@ -141,6 +143,10 @@ class WgmmaConfig:
         24 x 128 + 160 x 384 <= 128 x 512 (no spills since e717552's template;
         the producer then runs on the uniform datapath: 67 -> 8 R2UR per
         loop); with four 24 x 128 + 112 x 512 <= 96 x 640."""
+        if self.MINB > 1 and self.C * self.MINB > 4:
+            # six consumer warpgroups per SM, for decode: (24 x 128 + 72 x 384) x 2
+            # fits 65536 registers
+            return (24, 72)
         if self.C == 4:
             return (24, 112) if self.BN >= 64 else ()
         if self.C == 3:
@@ -151,6 +157,8 @@ class WgmmaConfig:
     def MINB(self) -> int:
         """CTAs per SM the kernel is compiled for: two for the narrowest tiles
         with two consumers (decode wants more stages in flight per SM), else one."""
+        if self.MB:
+            return self.MB
         return 2 if self.BN <= 16 and self.C == 2 else 1
 
     def stage_bytes(self) -> int:
@@ -189,6 +197,7 @@ class WgmmaConfig:
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4),
     (256, 5))) + tuple(
+    WgmmaConfig(bn, 7 if bn == 8 else 6, 3, 2) for bn in (8, 16)) + tuple(
     WgmmaConfig(bn, st, 4) for bn, st in ((16, 8), (32, 8), (64, 8))) + tuple(
     WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6)))
 
@@ -267,6 +276,11 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         # layers; even on 28672 x 4096, slower on smaller ones
         return WgmmaConfig(128, 6, 3)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
+    if M <= 16 and N * K > HUGE_DECODE:
+        # six consumer warpgroups per SM (two CTAs of three): 1.05x two CTAs of
+        # two on 57344 x 8192 at M = 1 and 16 (H200: 0.0650 against 0.0685 ms,
+        # 0.0674 against 0.0712); 1.00-1.01x on 8192 x 28672, slower on 8192 x 8192
+        return WgmmaConfig(bn, 7 if bn == 8 else 6, 3, 2)
     if M > 256:
         # one wave of 192-row tiles beats 1.5 waves of 128-row ones (stream-K):
         # 6144 x 4096 at M = 512, 0.031 ms against 0.043
@@ -305,6 +319,8 @@ SMALL_DECODE = 4096 * 4096
 SMALL_LAYER = 6144 * 4096
 # From this many weights, 97..128 tokens run on three consumer warpgroups.
 LARGE_LAYER = 8192 * 28672
+# Past this many weights, decode runs six consumer warpgroups per SM.
+HUGE_DECODE = 8192 * 28672
 
 
 def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:
@@ -353,7 +369,7 @@ def _parse_forced(text: str):
         cfg = DecodeConfig(fields.pop("bm"), fields.pop("rb"), fields.pop("pf"))
         legal = DECODE_CONFIGS
     elif family == "wgmma":
-        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2))
+        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2), fields.pop("mb", 0))
         legal = WGMMA_CONFIGS
     else:
         cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))

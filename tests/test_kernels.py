@@ -196,9 +196,11 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     assert (p.config.C == 4) == (16 < M <= 64 and N * K > configs.SMALL_DECODE), \
         "four consumer warpgroups for 17..64 tokens on layers larger than 4096 x 4096"
     assert (p.config.C == 3) == (64 < M <= 96 or (128 < M <= 192 and small)
-                                 or (96 < M <= 128 and N * K >= configs.LARGE_LAYER)), \
+                                 or (96 < M <= 128 and N * K >= configs.LARGE_LAYER)
+                                 or (M <= 16 and N * K > configs.HUGE_DECODE)), \
         "three consumer warpgroups for 65..96 tokens, 97..128 on the largest layers, " \
-        "129..192 on small layers"
+        "129..192 on small layers, and decode on the largest"
+    assert (p.config.MINB == 2) == (M <= 16), "two CTAs per SM for decode tiles"
 
 
 def test_short_tiles_in_many_waves_take_one_stream_k_wave():
