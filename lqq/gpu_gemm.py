@@ -19,9 +19,13 @@ _sm_counts: dict = {}
 
 
 def packed(w) -> packing.PackedWeight:
-    """The weight in the kernels' layout on the current device, packed once,
-    on the current stream, with an event recorded after the packing kernels
-    (_after_packing orders every GEMM's stream after it)."""
+    """The weight in the kernels' layout on the current device, packed once
+    on the current stream. The host then waits for the packing kernels, once
+    per weight and device: every later GEMM, on any stream or thread, and in
+    any CUDA graph, reads finished arrays, and the Hopper kernel may read
+    weights before its grid-dependency wait (PDL) from its first launch on.
+    A GEMM queued on another stream right after would otherwise race with
+    the packing (and keeping per-stream event state cost every call)."""
     import cupy as cp
     memo = ("packed", packing.LAYOUT_VERSION, cp.cuda.Device().id)
     p = w._device_cache.get(memo)
@@ -30,74 +34,19 @@ def packed(w) -> packing.PackedWeight:
         if stream.is_capturing():
             raise RuntimeError("lqq packs a weight for the GPU on its first GEMM on a device, "
                                "which cannot be captured in a CUDA graph: run one GEMM with "
-                               "this weight before capturing (on the capturing stream)")
+                               "this weight before capturing")
         p = packing.pack(w)
-        p.event = cp.cuda.Event(block=False, disable_timing=True)
-        p.event.record(stream)
-        # published complete; if another thread packed meanwhile, one copy wins
+        stream.synchronize()
+        # published finished; if another thread packed meanwhile, one copy wins
         p = w._device_cache.setdefault(memo, p)
     return p
 
 
-# _after_packing's answers: launch as usual; launch without PDL, then record
-# the stream as ordered; launch without PDL inside a graph (record nothing)
-_READY, _WAITED, _IN_GRAPH = "ready", "waited", "in graph"
-_EVENT_WAIT_EXTERNAL = 1      # cudaEventWaitExternal
-
-
-def _after_packing(p, stream) -> str:
-    """Order a GEMM on `stream` after p's packing kernels. They ran on the
-    stream current at packing time, so a GEMM on another one (another
-    thread's, or a user's stream=) must wait for their event; and the Hopper
-    kernel reads its first stages of weights before its grid-dependency wait,
-    so a launch with PDL may only follow, on the same stream, a launch
-    without it that came after the packing. Returns
-
-    _READY: the packing is known complete (the event was seen done: any
-        stream may read p from then on), or this stream already had such a
-        launch (p.streams); PDL is fine.
-    _WAITED: the stream now waits for the event; launch without PDL, then
-        add the stream to p.streams.
-    _IN_GRAPH: the same inside CUDA-graph capture, where the wait becomes an
-        external-event node of the graph and the stream is not recorded (the
-        graph waits, not the stream; a capture after a warm-up on its stream
-        finds it recorded, and captures the usual PDL launch).
-
-    Hot path (the packing seen complete): one attribute test. Until then, a
-    capture query and an event query per call; nothing synchronizes, nothing
-    is allocated, and the event is never queried during capture."""
-    if p.done or p.event is None:
-        return _READY
-    capturing = stream.is_capturing()
-    if not capturing and p.event.done:
-        p.done = True
-        p.streams.clear()
-        return _READY
-    if stream.ptr in p.streams:
-        return _READY
-    if capturing:
-        _wait_in_graph(stream, p.event)
-        return _IN_GRAPH
-    stream.wait_event(p.event)
-    return _WAITED
-
-
-def _wait_in_graph(stream, event) -> None:
-    """Make the graph being captured on `stream` wait for `event`, recorded
-    outside the capture (a plain wait on it would invalidate the capture)."""
-    import cupy as cp
-    cp.cuda.runtime.streamWaitEvent(stream.ptr, event.ptr, _EVENT_WAIT_EXTERNAL)
-
-
-def _run(rec, p, args, stream) -> None:
-    """Launch a record's kernel on `stream`, after p's packing (_after_packing).
-    PDL for the Hopper kernel only: the mma.sync decode kernels measured 5-10%
-    slower with it (H100, CUDA graphs of back-to-back calls)."""
-    state = _after_packing(p, stream)
-    launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream,
-                  pdl=rec.wgmma and state is _READY)
-    if state is _WAITED:
-        p.streams.add(stream.ptr)     # queued: later launches on the stream follow this one
+def _run(rec, args, stream) -> None:
+    """Launch a record's kernel on `stream`. PDL for the Hopper kernel only:
+    the mma.sync decode kernels measured 5-10% slower with it (H100, CUDA
+    graphs of back-to-back calls)."""
+    launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream, pdl=rec.wgmma)
 
 
 def sm_count() -> int:
@@ -282,7 +231,7 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         rec = _launch(w, p, choose(M, N, K, w.group_size), M, out_dtype, bias_kind)
         if rec.wgmma and xq.data.ptr % 16:    # TMA needs a 16-byte aligned base
             xq = xq.copy()                      # (alive until the launch is queued)
-        _run(rec, p, kernel_args(rec, p, xq, xs, bias, y, stream), stream)
+        _run(rec, kernel_args(rec, p, xq, xs, bias, y, stream), stream)
     return y
 
 

@@ -42,15 +42,9 @@ class PackedWeight:
     K: int
     group_size: int
     layout_version: int = LAYOUT_VERSION
-    # State of a GPU copy, kept by lqq.gpu_gemm (not part of the layout):
-    # launch records (their TMA maps hold these arrays' addresses, so they
-    # live and die with them); the event recorded after the packing kernels
-    # on their stream; whether it has been seen complete; and the streams
-    # (pointers) a GEMM has already been ordered after it on
+    # lqq.gpu_gemm's launch records of a GPU copy (not part of the layout):
+    # their TMA maps hold these arrays' addresses, so they live and die with them
     launches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    event: object = field(default=None, init=False, repr=False, compare=False)
-    done: bool = field(default=False, init=False, repr=False, compare=False)
-    streams: set = field(default_factory=set, init=False, repr=False, compare=False)
 
     @property
     def n_pad(self) -> int:
