@@ -19,6 +19,9 @@ def test_table_reports_weight_stream_as_share_of_copy_bandwidth():
     assert "| 90% |" in lines[2] and "| 20% |" in lines[3]
     assert "3.40x" in lines[2]                                 # 0.17 / 0.05 against fp16
     assert "4.40 TB/s" in text.splitlines()[-1]
+    rows[0]["fp16_TBps"], rows[1]["fp16_TBps"] = 4.45, 1.2
+    assert text.splitlines()[-1] in bench.table(rows)
+    assert bench.table(rows).splitlines()[-1].endswith("FP16 in this run: 4.45 TB/s (read only)")
 
 
 def test_table_without_copy_measurement():
