@@ -121,8 +121,8 @@ class WgmmaConfig:
 
     @property
     def tag(self) -> str:
-        """bn.._st..[_wgC]: the part of the kernel name and of LQQ_FORCE_CONFIG
-        that names the config."""
+        """bn.._st..[_wgC][_mbB]: the part of the kernel name and of
+        LQQ_FORCE_CONFIG that names the config."""
         wg = f"_wg{self.C}" if self.C != 2 else ""
         mb = f"_mb{self.MB}" if self.MB else ""
         return f"bn{self.BN}_st{self.STAGES}{wg}{mb}"
@@ -356,7 +356,7 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
 def _parse_forced(text: str):
     """"bm32_rb1", "mma_bm32_rb2_s4", "decode_bm8_rb1_pf4_s8" or
     "wgmma_bn128_st6_c132" (c: CTAs of the persistent grid; wg4: four consumer
-    warpgroups) -> (config, splits, ctas)."""
+    warpgroups; mb2: registers sized for two CTAs per SM) -> (config, splits, ctas)."""
     parts = text.lower().split("_")
     family = parts.pop(0) if parts and parts[0] in ("mma", "decode", "wgmma") else "mma"
     fields = {}

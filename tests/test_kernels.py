@@ -231,8 +231,13 @@ def test_forced_config_parsing(monkeypatch):
     p = configs.forced(64, 57344, 8192)
     assert p.config == configs.WgmmaConfig(64, 8, 4) and p.grid == (132, 1, 1)
     assert configs.wgmma_units(p.config, 64, 57344, 8192) == (224, 64), "256 rows per tile"
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn8_st7_wg3_mb2_c264")
+    p = configs.forced(1, 57344, 8192)
+    assert p.config == configs.WgmmaConfig(8, 7, 3, 2) and p.grid == (264, 1, 1)
+    assert p.config.MINB == 2 and p.config.REGS == (24, 72) and p.config.tag == "bn8_st7_wg3_mb2"
     for bad in ("bm7_rb1", "decode_bm8_rb1", "mma_bm32_rb1_x2", "hello", "wgmma_bn16_st8_c0",
-                "wgmma_bn24_st8", "mma_bm32_rb1_c4", "wgmma_bn128_st6_wg4", "wgmma_bn64_st8_wg5"):
+                "wgmma_bn24_st8", "mma_bm32_rb1_c4", "wgmma_bn128_st6_wg4", "wgmma_bn64_st8_wg5",
+                "wgmma_bn8_st7_wg3", "wgmma_bn8_st8_mb3"):
         monkeypatch.setenv("LQQ_FORCE_CONFIG", bad)
         with pytest.raises(ValueError, match="LQQ_FORCE_CONFIG"):
             configs.forced(5, 4096, 4096)
