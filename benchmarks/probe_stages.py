@@ -72,7 +72,33 @@ def tail(r, t0):
             f"{np.percentile(end, 90):.1f}/{end.max():.1f} us; consumer starts max "
             f"{start.max():.1f} us; median end by segments: {by_segs}; latest CTAs' SMs "
             f"{sorted(int(x) for x in r[late, 6])}, their full-wait share "
-            f"{np.median(r[late, 8] / r[late, 11]):.0%}; " + quarters(r, t0, late, rest))
+            f"{np.median(r[late, 8] / r[late, 11]):.0%}; " + quarters(r, t0, late, rest)
+            + "; " + by_segments(r, t0) + "; " + same_sm(end, r[:, 6]))
+
+
+def by_segments(r, t0):
+    """Quarter marks (1/4, 1/2, 3/4, end; median) by segment count: whether
+    the CTAs of one kind are slow from their start or only at their end."""
+    cols = (7, 14, 15, 12)
+    ok = (r[:, list(cols)] > 0).all(axis=1)
+    parts = []
+    for k in np.unique(r[ok, 10]):
+        rows = ok & (r[:, 10] == k)
+        parts.append(f"{int(k)} seg " + "/".join(
+            f"{np.median((r[rows, c] - t0) / 1e3):.1f}" for c in cols))
+    return "quarter marks by segments: " + (", ".join(parts) + " us" if parts else "none")
+
+
+def same_sm(end, sm):
+    """Median end-time spread between CTAs that shared an SM, against pairs of
+    CTAs taken in index order across SMs: a much smaller spread within an SM
+    means some SMs are slow, not some CTAs."""
+    within = [np.ptp(end[sm == s]) for s in np.unique(sm) if (sm == s).sum() > 1]
+    if not within:
+        return "one CTA per SM"
+    across = np.abs(np.diff(end))
+    return (f"end spread within an SM {np.median(within):.1f} us (median of {len(within)} SMs), "
+            f"between neighbouring CTAs {np.median(across):.1f} us")
 
 
 def quarters(r, t0, late, rest):

@@ -42,3 +42,18 @@ def test_quarter_marks_compare_latest_ctas_with_the_rest():
            "5.0/10.0/15.0/20.0 us" in text
     r[:, 15] = 0                                    # a CTA of fewer than 4 units marks nothing
     assert "fewer than 4 units" in probe_stages.summary("plan", r)
+
+
+def test_segments_and_shared_sms_in_the_summary():
+    n = 8
+    r = np.zeros((n, 16))
+    r[:, 0], r[:, 13], r[:, 11], r[:, 4] = 1000, 1500, 2.0e4, 8
+    r[:, 10] = [2, 3] * 4                           # segments
+    r[:, 6] = [0, 1, 2, 3, 0, 1, 2, 3]              # CTAs i and i + 4 share SM i
+    slow = r[:, 10] == 3
+    for c, t in ((7, 5000), (14, 10000), (15, 15000), (12, 20000)):
+        r[:, c] = 1000 + t * np.where(slow, 1.2, 1.0)
+    text = probe_stages.summary("plan", r)
+    assert "quarter marks by segments: 2 seg 5.0/10.0/15.0/20.0, 3 seg 6.0/12.0/18.0/24.0 us" in text
+    # SM-mates end together (spread 0), neighbours alternate slow and fast (4 us)
+    assert "end spread within an SM 0.0 us (median of 4 SMs), between neighbouring CTAs 4.0 us" in text
