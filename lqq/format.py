@@ -44,7 +44,9 @@ class LQQWeight:
     group_size: int
     method: str = "round"
     format_version: int = FORMAT_VERSION
-    _device_cache: dict = field(default_factory=dict, repr=False)
+    # packed copies per device (lqq.gpu_gemm): never passed on by
+    # dataclasses.replace, whose new arrays they would not match
+    _device_cache: dict = field(default_factory=dict, repr=False, init=False, compare=False)
 
     @property
     def N(self) -> int:

@@ -34,7 +34,7 @@ class LQQLinear(torch.nn.Module):
         for name in ("codes", "s2", "z", "s1"):
             self.register_buffer(name, torch.as_tensor(_xp.to_numpy(getattr(weight, name))))
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        self._view = None           # (data pointers, LQQWeight over the buffers)
+        self._view = None           # ((data pointer, version) per buffer, LQQWeight over them)
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, group_size: int = 64, method: str = "search"):
@@ -45,9 +45,11 @@ class LQQLinear(torch.nn.Module):
 
     def lqq_weight(self) -> LQQWeight:
         """An LQQWeight viewing this module's buffers (no copy); rebuilt only when
-        the buffers move (``.to()``), so its packed GPU layout is cached."""
+        the buffers move (``.to()``) or change in place (``load_state_dict``
+        copies into them: torch's version counter moves), so its packed GPU
+        layout is cached and never stale."""
         bufs = (self.codes, self.s2, self.z, self.s1)
-        key = tuple(b.data_ptr() for b in bufs)
+        key = tuple((b.data_ptr(), b._version) for b in bufs)
         if self._view is None or self._view[0] != key:
             arrays = [_xp.as_array(b)[0] for b in bufs]
             self._view = (key, LQQWeight(*arrays, shape=(self.out_features, self.in_features),

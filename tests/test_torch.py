@@ -60,6 +60,32 @@ def test_state_dict_round_trip_and_repr():
     assert "group_size=64" in repr(layer)
 
 
+def test_loading_new_weights_in_place_drops_the_cached_view():
+    """load_state_dict copies into the buffers (same data pointers): the
+    LQQWeight view, which carries the packed GPU copy, must be rebuilt, or a
+    GPU forward would run the old weights."""
+    layer = lt.LQQLinear.from_linear(linear(), group_size=64, method="round")
+    other = lt.LQQLinear.from_linear(linear(), group_size=64, method="round")
+    view = layer.lqq_weight()
+    view._device_cache["packed"] = "stale"
+    assert layer.lqq_weight() is view, "unchanged buffers keep the view"
+    ptrs = [b.data_ptr() for b in (layer.codes, layer.s1)]
+    layer.load_state_dict(other.state_dict())
+    assert [b.data_ptr() for b in (layer.codes, layer.s1)] == ptrs, "copied in place"
+    fresh = layer.lqq_weight()
+    assert fresh is not view and fresh._device_cache == {}
+    x = torch.randn(4, 128)
+    assert torch.equal(layer(x), other(x))
+
+
+def test_replace_does_not_share_the_device_cache():
+    import dataclasses
+    w = lqq.quantize_weight(np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32), 32)
+    w._device_cache["packed"] = "for w's arrays"
+    v = dataclasses.replace(w, codes=w.codes.copy())
+    assert v._device_cache == {} and w._device_cache == {"packed": "for w's arrays"}
+
+
 def test_quantize_model_replaces_eligible_linears():
     model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(),
                                 torch.nn.Sequential(torch.nn.Linear(96, 40), torch.nn.Linear(40, 8)),
