@@ -54,7 +54,7 @@ def summary(text, r):
     end = (r[:, 12] - t0) / 1e3
     return (f"{text}: span {span:.1f} us over {len(r)} CTAs, CTA ends median {np.median(end):.1f} "
             f"max {end.max():.1f} us | producer per unit: wait {np.median(us(r[:, 2] / units)):.3f}"
-            f" us, issue {np.median(us(r[:, 3] / units)):.3f} us, first issue after "
+            f" us, issue {np.median(us(r[:, 3] / units)):.3f} us, ring's first reuse after "
             f"{np.median(us(r[:, 5])):.2f} us | consumer 0: waits {np.median(r[:, 8] / r[:, 11]):.0%}"
             f" of its time, epilogue {np.median(us(r[:, 9] / np.maximum(r[:, 10], 1))):.2f} us "
             f"per tile, {np.median(r[:, 10]):.0f} tiles | SM clock {mhz:.0f} MHz\n  " + tail(r, t0))
@@ -106,6 +106,8 @@ def quarters(r, t0, late, rest):
     (words 7, 14, 15, 12), median over the ten latest CTAs against the rest:
     late all along means a slow SM, late only at the end means the tail."""
     cols = (7, 14, 15, 12)
+    if len(rest) == 0:
+        return "quarter marks: too few CTAs to compare"
     ok = (r[:, list(cols)] > 0).all(axis=1)
     if not ok[late].any() or not ok[rest].any():
         return "quarter marks: fewer than 4 units per CTA"

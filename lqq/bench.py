@@ -5,9 +5,10 @@ docs/BASELINES.md, in one run on one GPU.
 Method: weights rotated through more than 256 MB so L2 (50 MB on an H100,
 60 MB on an H200) cannot serve them; REPS back-to-back calls captured in a
 CUDA graph and timed with CUDA events around its replay; median over GROUPS
-replays. The run also measures the card's device-to-device copy bandwidth
-(bytes read + written), the ceiling the decode target is stated against
-(SPEC section 6), and reports each weight stream as a share of it.
+replays. After the GEMMs, the run measures the card's device-to-device copy
+rate (bytes read + written), which SPEC section 6 states the decode target
+against, and reports each weight stream as a share of it (a read-only stream
+can exceed it: the table also names cuBLAS FP16's fastest weight stream).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ COPY_BYTES = 1 << 30
 
 def copy_bandwidth(nbytes: int = COPY_BYTES, reps: int = 10, groups: int = 9) -> float:
     """TB/s of a device-to-device copy of ``nbytes`` (counting bytes read plus
-    bytes written; cudaMemcpyAsync), timed like the GEMMs: the ceiling SPEC
+    bytes written; cudaMemcpyAsync), timed like the GEMMs: the rate SPEC
     section 6 states the decode target against. A read-only stream goes
     faster (an H200: 2.71 TB/s copying by cudaMemcpyAsync, torch and CuPy
     alike, while cuBLAS FP16 read its weights at 4.45), so the table also
@@ -198,7 +199,6 @@ def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp
     except Exception:
         peers = ()
     shapes = shapes or list(SHAPES)
-    copy_TBps = copy_bandwidth()
     rows, total = [], len(shapes) * len(ms)
     for name in shapes:
         N, K = SHAPES[name] if isinstance(name, str) else name
@@ -234,14 +234,22 @@ def run(shapes=None, ms=M_DEFAULT, reps=20, groups=9, peers=("fp16", "int8", "fp
             row["lqq_TBps"] = wbytes / row["lqq"] * 1e-9
             if row.get("fp16"):
                 row["fp16_TBps"] = 2.0 * N * K / row["fp16"] * 1e-9     # fp16 weight bytes
-            row["copy_TBps"] = copy_TBps
-            row["pct_copy"] = 100 * row["lqq_TBps"] / copy_TBps
             for peer in tuple(peers) + ("mma",):
                 if row.get(peer):
                     row[f"x_{peer}"] = row[peer] / row["lqq"]
             rows.append(row)
             if progress:
                 progress(len(rows), total, f"{row['layer']} M={M}")
+    try:                        # after the GEMMs: the card is warm; 2 GiB may not be free
+        copy_TBps = copy_bandwidth()
+    except Exception as e:
+        copy_TBps = None
+        for row in rows:
+            row["copy_error"] = f"{type(e).__name__}: {e}"[:120]
+    for row in rows:
+        if copy_TBps:
+            row["copy_TBps"] = copy_TBps
+            row["pct_copy"] = 100 * row["lqq_TBps"] / copy_TBps
     return rows
 
 
@@ -262,7 +270,7 @@ def table(rows, peers=("fp16", "int8", "fp8")) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if copy:
         lines.append(f"\ndevice-to-device copy: {copy:.2f} TB/s (bytes read + written), "
-                     "the ceiling of '% of copy'")
+                     "the rate of '% of copy'")
     fp16 = max((r["fp16_TBps"] for r in rows if r.get("fp16_TBps")), default=None)
     if fp16:
         lines.append(f"fastest weight stream of cuBLAS FP16 in this run: {fp16:.2f} TB/s (read only)")

@@ -432,6 +432,16 @@ def registers_cap(cfg) -> int:
     return min(REGS_MAX, REGFILE // (cfg.threads * minb) // 8 * 8)
 
 
+def register_split_fits(cfg: WgmmaConfig) -> bool:
+    """A setmaxnreg split must fit the registers the CTA holds at launch
+    (threads x the __launch_bounds__(threads, MINB) cap): setmaxnreg.inc
+    waits for registers that never come free otherwise."""
+    if not cfg.REGS:
+        return True
+    at_launch = cfg.threads * min(REGS_MAX, REGFILE // (cfg.threads * cfg.MINB) // 8 * 8)
+    return 128 * (cfg.REGS[0] + cfg.C * cfg.REGS[1]) <= at_launch
+
+
 def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
     """None if ``p`` can launch correctly for (M, N, K), else the reason. Checked
     before anything is compiled; a compiled kernel that spills is refused later."""
@@ -442,6 +452,8 @@ def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
                else cfg.threads <= 1024 and cfg.threads * REGS_MAX <= REGFILE)
     if not regs_ok:
         return f"{cfg.threads} threads do not fit one SM's registers"
+    if isinstance(cfg, WgmmaConfig) and not register_split_fits(cfg):
+        return f"setmaxnreg {cfg.REGS} needs more registers than {cfg.MINB} CTAs per SM leave"
     if registers_lower_bound(cfg) > registers_cap(cfg):
         return f"needs more than {registers_cap(cfg)} registers per thread"
     if isinstance(cfg, DecodeConfig) and p.kb_per_split > cfg.KBMAX:

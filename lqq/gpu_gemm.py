@@ -31,15 +31,27 @@ def packed(w) -> packing.PackedWeight:
     p = w._device_cache.get(memo)
     if p is None:
         stream = cp.cuda.get_current_stream()
-        if stream.is_capturing():
-            raise RuntimeError("lqq packs a weight for the GPU on its first GEMM on a device, "
-                               "which cannot be captured in a CUDA graph: run one GEMM with "
-                               "this weight before capturing")
+        # a capture elsewhere (a blocking or global-mode one) makes the query
+        # or the wait below fail with a bare CUDA error: say what went wrong
+        try:
+            capturing = stream.is_capturing()
+        except cp.cuda.runtime.CUDARuntimeError as e:
+            raise RuntimeError(_PACK_IN_CAPTURE) from e
+        if capturing:
+            raise RuntimeError(_PACK_IN_CAPTURE)
         p = packing.pack(w)
-        stream.synchronize()
+        try:
+            stream.synchronize()
+        except cp.cuda.runtime.CUDARuntimeError as e:
+            raise RuntimeError(_PACK_IN_CAPTURE) from e
         # published finished; if another thread packed meanwhile, one copy wins
         p = w._device_cache.setdefault(memo, p)
     return p
+
+
+_PACK_IN_CAPTURE = ("lqq packs a weight for the GPU on its first GEMM on a device and waits "
+                    "for that, which cannot happen while a CUDA graph is being captured: run "
+                    "one GEMM with this weight before capturing")
 
 
 def _run(rec, args, stream) -> None:

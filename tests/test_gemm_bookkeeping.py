@@ -68,6 +68,10 @@ class Stream:
         pass
 
 
+class CUDARuntimeError(RuntimeError):
+    """cupy.cuda.runtime.CUDARuntimeError's stand-in."""
+
+
 @pytest.fixture
 def device(monkeypatch):
     """CuPy's device 0 and its current stream."""
@@ -75,7 +79,8 @@ def device(monkeypatch):
     fake = types.SimpleNamespace(
         ndarray=type("ndarray", (), {}),
         cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
-                                   get_current_stream=lambda: stream))
+                                   get_current_stream=lambda: stream,
+                                   runtime=types.SimpleNamespace(CUDARuntimeError=CUDARuntimeError)))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     return stream
 
@@ -113,3 +118,22 @@ def test_packing_refuses_graph_capture_and_keeps_a_racing_threads_copy(device, m
         return mine
     monkeypatch.setattr(packing, "pack", pack_while_another_thread_publishes)
     assert gpu_gemm.packed(w) is theirs, "one copy per weight and device, whoever packed first"
+
+
+def test_a_capture_elsewhere_gives_the_clear_error(device, monkeypatch):
+    """A blocking or global-mode capture on another stream makes the capture
+    query or the host wait fail with a bare CUDA error; packed() says what
+    to do instead, and publishes nothing."""
+    rng = np.random.default_rng(3)
+    w = lqq.quantize_weight(rng.standard_normal((64, 128)).astype(np.float32), 64, "round")
+
+    def fail():
+        raise CUDARuntimeError("cudaErrorStreamCaptureUnsupported")
+    for method in ("is_capturing", "synchronize"):
+        real = getattr(device, method)
+        setattr(device, method, fail)
+        with pytest.raises(RuntimeError, match="before capturing") as e:
+            gpu_gemm.packed(w)
+        assert isinstance(e.value.__cause__, CUDARuntimeError) and w._device_cache == {}
+        setattr(device, method, real)
+    assert gpu_gemm.packed(w) is w._device_cache[("packed", packing.LAYOUT_VERSION, 0)]

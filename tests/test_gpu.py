@@ -333,11 +333,15 @@ def _packed_behind_spin(rng, M):
 
 
 @pytest.mark.parametrize("M", [1, 40])
-def test_gemm_on_another_stream_after_the_packing(M):
+def test_gemm_on_another_stream_after_the_packing(monkeypatch, M):
     """lqq packs a weight on its first GEMM, on the stream current then, and
     the host waits for it there: a GEMM on another stream (another thread's,
     or stream=) right after, the Hopper kernel's first launch with PDL (it
-    reads weights before its grid wait) included, reads finished arrays."""
+    reads weights before its grid wait) included, reads finished arrays. On
+    Hopper, M = 1 is forced onto the Hopper kernel (the heuristic would run
+    the mma.sync decode kernel on a layer this small)."""
+    if M == 1 and _is_sm90():
+        monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn8_st8_c5")
     c = _packed_behind_spin(np.random.default_rng(), M)
     assert c.packer.done, "packed() returned before its packing kernels ran"
     user = cp.cuda.Stream(non_blocking=True)

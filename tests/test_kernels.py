@@ -73,8 +73,8 @@ def test_kernels_wait_for_the_previous_grid_before_any_global_access(report):
 
     The one exception: the Hopper GEMM's producer issues the first stages'
     packed-weight copies (3-D TMA, UTMALDG.3D) before its wait; no kernel
-    writes the packed weights, and gpu_gemm orders the first launch after
-    packing behind the packing kernels without PDL. Nothing else may come
+    writes the packed weights, and gpu_gemm.packed waits on the host for the
+    packing kernels before any GEMM is queued. Nothing else may come
     early: no activation tile (2-D TMA, UTMALDG.2D), no LDG of scales or
     partial sums. Where the config splits registers (setmaxnreg), the early
     copies must also lie in the producer's branch, past its setmaxnreg.dec
@@ -152,6 +152,7 @@ def test_show_prints_source_and_sass():
 
 
 SHAPES = [(1, 64, 64), (3, 100, 96), (17, 4096, 4096), (100, 130, 384), (257, 28672, 4096),
+          (1, 57344, 8192),
           (1024, 8192, 28672), (16, 57344, 8192), (8, 4096, 14336), (4096, 6144, 4096),
           (1, 1, 32), (9, 63, 65536), (96, 8192, 8192), (160, 4096, 4096),
           (192, 57344, 8192), (224, 4096, 14336), (65, 100, 4096),
@@ -211,6 +212,16 @@ def test_short_tiles_in_many_waves_take_one_stream_k_wave():
     assert configs.heuristic(1024, 28672, 4096, 132, wgmma=True).grid == (132, 1, 1)
     assert configs.heuristic(4096, 4096, 14336, 132, wgmma=True).grid == (512, 1, 1)
     assert configs.heuristic(4096, 4096, 4096, 132, wgmma=True).grid == (512, 1, 1)
+
+
+def test_register_splits_fit_the_registers_held_at_launch():
+    """setmaxnreg.inc hangs if the CTA's launch-time registers cannot cover the
+    split: every shipped config fits, a two-consumer 128-token tile sized for
+    two CTAs per SM (its default split 40/232) would not."""
+    assert all(configs.register_split_fits(c) for c in configs.WGMMA_CONFIGS)
+    assert configs.WgmmaConfig(8, 7, 3, 2).REGS == (24, 72)
+    wide = configs.WgmmaConfig(128, 4, 2, 2)
+    assert wide.REGS == (40, 232) and not configs.register_split_fits(wide)
 
 
 def test_forced_config_parsing(monkeypatch):
