@@ -22,6 +22,15 @@ _OUT = {torch.float16: torch.float16, torch.float32: torch.float32,
         torch.bfloat16: torch.float16}       # bf16 runs as fp16 (no bf16 on the CuPy side)
 
 
+def _version(t: torch.Tensor):
+    """torch's in-place version counter of t; None for inference tensors,
+    which keep none."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 class LQQLinear(torch.nn.Module):
     """A drop-in ``torch.nn.Linear`` replacement with LQQ 4-bit weights and
     per-token INT8 activations. Output dtype follows the input (float16 or
@@ -47,14 +56,21 @@ class LQQLinear(torch.nn.Module):
         """An LQQWeight viewing this module's buffers (no copy); rebuilt only when
         the buffers move (``.to()``) or change in place (``load_state_dict``
         copies into them: torch's version counter moves), so its packed GPU
-        layout is cached and never stale."""
+        layout is cached and never stale. Inference tensors (made under
+        ``torch.inference_mode``) count no versions: after changing those in
+        place, call ``drop_cached_weight()``."""
         bufs = (self.codes, self.s2, self.z, self.s1)
-        key = tuple((b.data_ptr(), b._version) for b in bufs)
+        key = tuple((b.data_ptr(), _version(b)) for b in bufs)
         if self._view is None or self._view[0] != key:
             arrays = [_xp.as_array(b)[0] for b in bufs]
             self._view = (key, LQQWeight(*arrays, shape=(self.out_features, self.in_features),
                                          group_size=self.group_size, method=self.method))
         return self._view[1]
+
+    def drop_cached_weight(self) -> None:
+        """Forget the cached weight view and its packed GPU copy (rebuilt on
+        the next call)."""
+        self._view = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype not in _OUT:

@@ -78,6 +78,20 @@ def test_loading_new_weights_in_place_drops_the_cached_view():
     assert torch.equal(layer(x), other(x))
 
 
+def test_inference_mode_buffers():
+    """Under torch.inference_mode the buffers are inference tensors, which
+    count no versions: the view is keyed on addresses alone, and
+    drop_cached_weight() forgets it."""
+    with torch.inference_mode():
+        layer = lt.LQQLinear.from_linear(linear(), group_size=64, method="round")
+        x = torch.randn(3, 128)
+        y = layer(x)
+        assert y.shape == (3, 48) and layer.lqq_weight() is layer.lqq_weight()
+        view = layer.lqq_weight()
+        layer.drop_cached_weight()
+        assert layer.lqq_weight() is not view and torch.equal(layer(x), y)
+
+
 def test_replace_does_not_share_the_device_cache():
     import dataclasses
     w = lqq.quantize_weight(np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32), 32)
