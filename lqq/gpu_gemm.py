@@ -54,13 +54,6 @@ _PACK_IN_CAPTURE = ("lqq packs a weight for the GPU on its first GEMM on a devic
                     "one GEMM with this weight before capturing")
 
 
-def _run(rec, args, stream) -> None:
-    """Launch a record's kernel on `stream`. PDL for the Hopper kernel only:
-    the mma.sync decode kernels measured 5-10% slower with it (H100, CUDA
-    graphs of back-to-back calls)."""
-    launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream, pdl=rec.wgmma)
-
-
 def sm_count() -> int:
     import cupy as cp
     dev = cp.cuda.Device().id
@@ -243,7 +236,10 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         rec = _launch(w, p, choose(M, N, K, w.group_size), M, out_dtype, bias_kind)
         if rec.wgmma and xq.data.ptr % 16:    # TMA needs a 16-byte aligned base
             xq = xq.copy()                      # (alive until the launch is queued)
-        _run(rec, kernel_args(rec, p, xq, xs, bias, y, stream), stream)
+        args = kernel_args(rec, p, xq, xs, bias, y, stream)
+        # PDL for the Hopper kernel only: the mma.sync decode kernels measured
+        # 5-10% slower with it (H100, CUDA graphs of back-to-back calls)
+        launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream, pdl=rec.wgmma)
     return y
 
 
