@@ -194,10 +194,13 @@ class WgmmaConfig:
                           params, family="gemm_wgmma_sm90", archs=("sm_90a",))
 
 
+# decode on the largest layers: two CTAs of three consumers per SM, as many
+# stages as two of them fit in shared memory
+WIDE_DECODE = {8: WgmmaConfig(8, 7, 3, 2), 16: WgmmaConfig(16, 6, 3, 2)}
+
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4),
-    (256, 5))) + tuple(
-    WgmmaConfig(bn, 7 if bn == 8 else 6, 3, 2) for bn in (8, 16)) + tuple(
+    (256, 5))) + tuple(WIDE_DECODE.values()) + tuple(
     WgmmaConfig(bn, st, 4) for bn, st in ((16, 8), (32, 8), (64, 8))) + tuple(
     WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6)))
 
@@ -280,7 +283,7 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         # six consumer warpgroups per SM (two CTAs of three): 1.05x two CTAs of
         # two on 57344 x 8192 at M = 1 and 16 (H200: 0.0650 against 0.0685 ms,
         # 0.0674 against 0.0712); 1.00-1.01x on 8192 x 28672, slower on 8192 x 8192
-        return WgmmaConfig(bn, 7 if bn == 8 else 6, 3, 2)
+        return WIDE_DECODE[bn]
     if M > 256:
         # one wave of 192-row tiles beats 1.5 waves of 128-row ones (stream-K):
         # 6144 x 4096 at M = 512, 0.031 ms against 0.043
@@ -423,23 +426,26 @@ def registers_lower_bound(cfg) -> int:
     return cfg.BM // 2 + ring + 32
 
 
+def launch_registers(cfg) -> int:
+    """Registers per thread at launch: the __launch_bounds__(threads, MINB) cap."""
+    minb = cfg.MINB if isinstance(cfg, WgmmaConfig) else 1
+    return min(REGS_MAX, REGFILE // (cfg.threads * minb) // 8 * 8)
+
+
 def registers_cap(cfg) -> int:
     """Registers per thread the launch allows: __launch_bounds__(threads, MINB),
     or a consumer's setmaxnreg."""
     if isinstance(cfg, WgmmaConfig) and cfg.REGS:
         return cfg.REGS[1]
-    minb = cfg.MINB if isinstance(cfg, WgmmaConfig) else 1
-    return min(REGS_MAX, REGFILE // (cfg.threads * minb) // 8 * 8)
+    return launch_registers(cfg)
 
 
 def register_split_fits(cfg: WgmmaConfig) -> bool:
-    """A setmaxnreg split must fit the registers the CTA holds at launch
-    (threads x the __launch_bounds__(threads, MINB) cap): setmaxnreg.inc
-    waits for registers that never come free otherwise."""
+    """A setmaxnreg split must fit the registers the CTA holds at launch:
+    setmaxnreg.inc waits for registers that never come free otherwise."""
     if not cfg.REGS:
         return True
-    at_launch = cfg.threads * min(REGS_MAX, REGFILE // (cfg.threads * cfg.MINB) // 8 * 8)
-    return 128 * (cfg.REGS[0] + cfg.C * cfg.REGS[1]) <= at_launch
+    return 128 * (cfg.REGS[0] + cfg.C * cfg.REGS[1]) <= cfg.threads * launch_registers(cfg)
 
 
 def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
