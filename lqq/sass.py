@@ -16,8 +16,6 @@ import sys
 
 from .nvrtc import _site_dirs
 
-# `        /*0040*/               @!P0 IMAD.WIDE R2, R0, 0x4, R2 ;` -> "IMAD"
-_INSTR_RE = re.compile(r"^\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P(?:\d+|T)\s+)?([A-Z][A-Z0-9_]*)\b")
 # cuobjdump --dump-resource-usage prints, per kernel:
 #  Function saxpy:
 #   REG:10 STACK:0 SHARED:1280 LOCAL:0 CONSTANT[0]:556 TEXTURE:0 SURFACE:0 SAMPLER:0
@@ -80,13 +78,9 @@ def sass_text(cubin_path) -> str:
 
 
 def opcode_counts(sass: str) -> dict[str, int]:
-    """Instruction mnemonics (before the first dot, predicates dropped) -> count."""
-    counts = collections.Counter()
-    for line in sass.splitlines():
-        m = _INSTR_RE.match(line)
-        if m:
-            counts[m.group(1)] += 1
-    return dict(counts)
+    """Instruction mnemonics (before the first dot, predicates dropped) -> count:
+    `@!P0 IMAD.WIDE R2, R0, 0x4, R2 ;` counts as IMAD."""
+    return dict(collections.Counter(op.split(".")[0] for _, _, op, _ in _instructions(sass)[0]))
 
 
 _IGMMA_RE = re.compile(r"\bIGMMA\.\S+\s+R\d+,\s*(\S+?),")
