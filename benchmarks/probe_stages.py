@@ -76,16 +76,26 @@ def tail(r, t0):
             + "; " + by_segments(r, t0) + "; " + same_sm(end, r[:, 6]))
 
 
+# consumer 0's global-timer stamps at 1/4, 1/2 and 3/4 of its units issued,
+# and at its end (0 where a CTA had fewer than 4 units)
+MARKS = (7, 14, 15, 12)
+
+
+def marked(r):
+    """The CTAs that stamped every quarter mark."""
+    return (r[:, list(MARKS)] > 0).all(axis=1)
+
+
+def marks_text(r, t0, rows):
+    """The median quarter marks and end of `rows` (a boolean mask), in us."""
+    return "/".join(f"{np.median((r[rows, c] - t0) / 1e3):.1f}" for c in MARKS)
+
+
 def by_segments(r, t0):
     """Quarter marks (1/4, 1/2, 3/4, end; median) by segment count: whether
     the CTAs of one kind are slow from their start or only at their end."""
-    cols = (7, 14, 15, 12)
-    ok = (r[:, list(cols)] > 0).all(axis=1)
-    parts = []
-    for k in np.unique(r[ok, 10]):
-        rows = ok & (r[:, 10] == k)
-        parts.append(f"{int(k)} seg " + "/".join(
-            f"{np.median((r[rows, c] - t0) / 1e3):.1f}" for c in cols))
+    ok = marked(r)
+    parts = [f"{int(k)} seg " + marks_text(r, t0, ok & (r[:, 10] == k)) for k in np.unique(r[ok, 10])]
     return "quarter marks by segments: " + (", ".join(parts) + " us" if parts else "none")
 
 
@@ -102,19 +112,17 @@ def same_sm(end, sm):
 
 
 def quarters(r, t0, late, rest):
-    """When consumer 0 had issued 1/4, 1/2 and 3/4 of its units, and ended
-    (words 7, 14, 15, 12), median over the ten latest CTAs against the rest:
+    """The quarter marks, median over the ten latest CTAs against the rest:
     late all along means a slow SM, late only at the end means the tail."""
-    cols = (7, 14, 15, 12)
     if len(rest) == 0:
         return "quarter marks: too few CTAs to compare"
-    ok = (r[:, list(cols)] > 0).all(axis=1)
-    if not ok[late].any() or not ok[rest].any():
+    ok = marked(r)
+    is_late = np.zeros(len(r), bool)
+    is_late[late] = True
+    if not (ok & is_late).any() or not (ok & ~is_late).any():
         return "quarter marks: fewer than 4 units per CTA"
-    med = lambda rows, c: np.median((r[rows[ok[rows]], c] - t0) / 1e3)
-    return ("quarter marks (1/4, 1/2, 3/4, end) latest 10 "
-            + "/".join(f"{med(late, c):.1f}" for c in cols) + " us, rest "
-            + "/".join(f"{med(rest, c):.1f}" for c in cols) + " us")
+    return ("quarter marks (1/4, 1/2, 3/4, end) latest 10 " + marks_text(r, t0, ok & is_late)
+            + " us, rest " + marks_text(r, t0, ok & ~is_late) + " us")
 
 
 def main():
