@@ -56,10 +56,9 @@ def test_launch_records_belong_to_the_packed_copy(hopper):
 
 
 class Stream:
-    """A CUDA stream, capturing or not."""
+    """The current CUDA stream, capturing or not."""
 
-    def __init__(self, ptr, capturing=False):
-        self.ptr, self.capturing = ptr, capturing
+    capturing = False
 
     def is_capturing(self):
         return self.capturing
@@ -75,7 +74,7 @@ class CUDARuntimeError(RuntimeError):
 @pytest.fixture
 def device(monkeypatch):
     """CuPy's device 0 and its current stream."""
-    stream = Stream(11)
+    stream = Stream()
     fake = types.SimpleNamespace(
         ndarray=type("ndarray", (), {}),
         cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
