@@ -34,7 +34,7 @@ def _gpu_info() -> dict:
 def _nvrtc_version():
     try:
         from . import nvrtc
-        return ".".join(map(str, nvrtc.version()))
+        return f"{'.'.join(map(str, nvrtc.version()))} ({nvrtc.library_path()})"
     except Exception as e:
         return f"unavailable ({e})"
 

@@ -239,7 +239,14 @@ def inspect(compiled) -> dict:
     usage = resource_usage(compiled.cubin_path)
     kernel = usage.get(compiled.name) or {"registers": log["registers"], "smem_bytes": log["smem"],
                                           "stack_bytes": log["stack"], "local_bytes": log["stack"]}
-    per_log = log["kernels"].get(compiled.name, log)
+    per_log = log["kernels"].get(compiled.name)
+    if per_log is None:
+        # spill and shared-memory figures come from this log only: never report
+        # zeros for figures ptxas did not print
+        from . import nvrtc
+        raise RuntimeError(f"ptxas -v printed no figures for {compiled.name} (NVRTC "
+                           f"{'.'.join(map(str, nvrtc.version()))}, {nvrtc.library_path()}); "
+                           f"its log ends: {compiled.log[-1500:]!r}")
     text = sass_text(compiled.cubin_path)
     parts = functions(text)
     body = parts.get(compiled.name, text)

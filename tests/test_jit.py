@@ -178,6 +178,18 @@ def test_sass_inspection_of_real_cubin():
     assert info["sass"] == counts and info["warnings"] == []
 
 
+@needs_nvrtc
+@needs_cuobjdump
+def test_inspect_refuses_a_log_without_the_kernels_figures():
+    """Spills and shared memory come from ptxas's log alone: a log that has no
+    entry for the kernel is an error that shows the log, not zeros."""
+    c = _compile()
+    bare = jit.Compiled(c.key, c.name, c.arch, c.cubin_path, "ptxas info    : 0 bytes gmem\n",
+                        c.compile_seconds, c.cached)
+    with pytest.raises(RuntimeError, match="printed no figures for lqq_selftest.*0 bytes gmem"):
+        sass.inspect(bare)
+
+
 def test_opcode_counts_drops_predicates_and_modifiers():
     text = """
         /*0000*/                   LDC R1, c[0x0][0x28] ;             /* 0x00000a00ff017b82 */
