@@ -71,12 +71,33 @@ def as_array(a):
         f"expected a numpy array, a cupy array or a torch tensor, got {type(a).__name__}")
 
 
+class _StreamHandle:
+    """A raw cudaStream_t under the CUDA stream protocol, which CuPy 14's
+    Stream.from_external takes (its ExternalStream is deprecated)."""
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: int):
+        self.handle = handle
+
+    def __cuda_stream__(self):
+        return (0, self.handle)
+
+
+def torch_current_stream(cp):
+    """torch's current CUDA stream as a CuPy stream (a view: CuPy neither owns
+    nor synchronizes it)."""
+    import torch
+    handle = torch.cuda.current_stream().cuda_stream
+    if hasattr(cp.cuda.Stream, "from_external"):
+        return cp.cuda.Stream.from_external(_StreamHandle(handle))
+    return cp.cuda.ExternalStream(handle)          # CuPy 13
+
+
 def _on_torch_stream(cp):
     """DLPack exchanges synchronize the producer's stream with the consumer's;
     making torch's current stream CuPy's too keeps that a no-op, which is also
     what keeps it legal inside torch.cuda.graph capture."""
-    import torch
-    return cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    return torch_current_stream(cp)
 
 
 def hand_back(result, kind):

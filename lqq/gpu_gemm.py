@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import configs, gpu_activation, launch, packing, tma
+from . import _xp, configs, gpu_activation, launch, packing, tma
 
 OUT_KINDS = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.int32): 3}
 BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
@@ -126,8 +126,7 @@ def current_stream(stream, torch_input: bool):
     if stream is not None:
         return stream
     if torch_input:
-        import torch
-        return cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+        return _xp.torch_current_stream(cp)
     return cp.cuda.get_current_stream()
 
 

@@ -136,3 +136,20 @@ def test_a_capture_elsewhere_gives_the_clear_error(device, monkeypatch):
         assert isinstance(e.value.__cause__, CUDARuntimeError) and w._device_cache == {}
         setattr(device, method, real)
     assert gpu_gemm.packed(w) is w._device_cache[("packed", packing.LAYOUT_VERSION, 0)]
+
+
+def test_torch_stream_reaches_cupy_without_the_deprecated_wrapper(monkeypatch):
+    """torch's current stream becomes a CuPy stream through the CUDA stream
+    protocol (CuPy 14 deprecates ExternalStream, and warned 33 times in the
+    GPU suite): same handle, no warning. Needs CuPy, not a GPU."""
+    cp = pytest.importorskip("cupy", reason="CuPy is not installed here")
+    if not hasattr(cp.cuda.Stream, "from_external"):
+        pytest.skip("CuPy < 14 has only ExternalStream")
+    stream = types.SimpleNamespace(cuda_stream=0x5eed)
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(current_stream=lambda: stream))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = gpu_gemm.current_stream(None, torch_input=True)
+    assert got.ptr == 0x5eed and not isinstance(got, cp.cuda.ExternalStream)
