@@ -11,6 +11,17 @@ K_MAX = 65536            # |acc| <= 127 * 128 * K must fit int32
 FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
 
 
+def bfloat16_dtype() -> np.dtype:
+    """NumPy's bfloat16 dtype, which the ml_dtypes package defines (CuPy's
+    bfloat16 arrays use it too); a TypeError that says so without it."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("bfloat16 outputs need the ml_dtypes package, which defines NumPy's "
+                        "(and CuPy's) bfloat16: pip install ml-dtypes") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def memoized(cache: dict, key, compute):
     """cache[key], filled by compute(key) the first time; a key that cannot be
     hashed is computed on every call. For hot-path lookups by dtype."""
@@ -49,9 +60,17 @@ def require_ndim(a, ndim, name: str):
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(a.shape)}")
 
 
+def _finite(xp, a):
+    if dtype_name(a) == "bfloat16":
+        # from the bits: elementwise math on bfloat16 is not in every CuPy
+        return (a.view(xp.uint16) & 0x7F80) != 0x7F80
+    return xp.isfinite(a)
+
+
 def require_finite(xp, a, name: str):
-    if not bool(xp.isfinite(a).all()):
-        bad = int((~xp.isfinite(a)).sum())
+    finite = _finite(xp, a)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
         raise ValueError(f"{name} contains {bad} NaN or Inf value(s); LQQ needs finite "
                          f"inputs (clean or clamp them first)")
 

@@ -28,9 +28,11 @@ def _resolve_out_dtype(out_dtype):
             name = np.dtype(out_dtype).name
         except TypeError:
             name = str(out_dtype)
+    if name == "bfloat16":
+        return checks.bfloat16_dtype()
     if name not in _OUT_DTYPES:
-        raise TypeError(f"out_dtype={name} is not supported; use float16 (default), float32, "
-                        f"or int32 (the raw accumulators)")
+        raise TypeError(f"out_dtype={name} is not supported; use float16 (default), bfloat16, "
+                        f"float32, or int32 (the raw accumulators)")
     return _OUT_DTYPES[name]
 
 
@@ -81,7 +83,8 @@ def gemm(x, w: LQQWeight, bias=None, out=None, out_dtype=None, stream=None, chec
     bias: optional float [N].
     out: optional preallocated output [..., N] (no allocation inside CUDA-graph
        capture); its dtype is the output dtype unless out_dtype says otherwise.
-    out_dtype: float16 (default), float32, or int32 for the raw accumulators.
+    out_dtype: float16 (default), bfloat16 (needs ml_dtypes, as CuPy's
+       bfloat16 arrays do), float32, or int32 for the raw accumulators.
     stream: CuPy stream for the GPU path (default: CuPy's current stream, or
        torch's current stream for torch tensors).
     check_finite: refuse NaN/Inf in x and bias. On the GPU this costs a

@@ -11,6 +11,17 @@ import numpy as np
 from . import _xp, configs, gpu_activation, launch, packing, tma
 
 OUT_KINDS = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.int32): 3}
+OUT_BF16 = 2                 # bfloat16 (ml_dtypes' dtype, which NumPy itself lacks)
+
+
+def out_kind(dtype) -> int:
+    dt = np.dtype(dtype)
+    kind = OUT_KINDS.get(dt)
+    if kind is None and dt.name == "bfloat16":
+        kind = OUT_BF16
+    if kind is None:
+        raise TypeError(f"no kernel writes {dt.name} outputs")
+    return kind
 BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
 
 _scratch: dict = {}
@@ -155,7 +166,7 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
     p, memoized on p: its TMA maps encode p's array addresses, and p belongs
     to one device."""
     memo = p.launches
-    key = (plan, M, np.dtype(out_dtype).char, bias_kind)
+    key = (plan, M, np.dtype(out_dtype), bias_kind)
     rec = memo.get(key)
     if rec is not None:
         return rec
@@ -187,7 +198,7 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
     ints = tuple(np.int32(v) for v in (
         M, N, K, p.n_pad // 64, p.k_pad // packing.K_BLOCK, p.groups_pad, w.group_size,
         -(-p.n_pad // (64 * cfg.RB)) if wgmma else plan.kb_per_split,
-        OUT_KINDS[np.dtype(out_dtype)], bias_kind))
+        out_kind(out_dtype), bias_kind))
     maps = ()
     if wgmma:
         geometry = tma.packed_geometry(p.n_pad // packing.ROW_BLOCK, p.k_pad // packing.K_BLOCK,

@@ -52,7 +52,8 @@ def test_launch_records_belong_to_the_packed_copy(hopper):
     assert [m[1] for m in b.maps] == [0x70000000, 0x70000000 + (1 << 20)]
     assert gpu_gemm._launch(w, first, plan, 64, np.float16, 0) is a, "memoized on its copy"
     assert a.partial_size > 0 and a.counters_size == 2, "3 CTAs over 2 tiles: stream-K scratch"
-    assert first.launches == {(plan, 64, "e", 0): a} and second.launches == {(plan, 64, "e", 0): b}
+    f16 = np.dtype(np.float16)
+    assert first.launches == {(plan, 64, f16, 0): a} and second.launches == {(plan, 64, f16, 0): b}
 
 
 class Stream:

@@ -86,6 +86,44 @@ def test_epilogue_bit_exact(out_dtype, bias_dtype):
         check(rng, M, w, w.to_gpu(), out_dtype, bias)
 
 
+def _bfloat16_or_skip():
+    """ml_dtypes' bfloat16 where CuPy here can make arrays of it, else skip."""
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
+    try:
+        cp.empty(1, ml_dtypes.bfloat16)
+    except Exception as e:  # noqa: BLE001 - CuPy builds without a bfloat16 dtype
+        pytest.skip(f"this CuPy cannot hold bfloat16 arrays ({type(e).__name__}: {e})")
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+@pytest.mark.parametrize("force", [None, "mma_bm32_rb1_s1", "decode_bm8_rb1_pf4_s2",
+                                   "wgmma_bn8_st8_c5", "wgmma_bn128_st6_c3"])
+def test_bfloat16_in_and_out_bit_exact(monkeypatch, force):
+    """bfloat16 activations, bias and outputs straight through the kernels
+    (the fp16 epilogue paths, pairs and staging, do not take bf16; the
+    element-wise one does): equal to the reference rounded once to bf16."""
+    bf16 = _bfloat16_or_skip()
+    if force and force.startswith("wgmma") and cp.cuda.Device().compute_capability != "90":
+        pytest.skip("the Hopper kernels need sm_90")
+    if force:
+        monkeypatch.setenv("LQQ_FORCE_CONFIG", force)
+    rng = np.random.default_rng()
+    w = make_weight(rng, 200, 512, 64)
+    wg = w.to_gpu()
+    for M in (1, 17, 100):
+        Xb = (rng.standard_normal((M, w.K)) * 3).astype(np.float32).astype(bf16)
+        bias = rng.standard_normal(w.N).astype(np.float32).astype(bf16)
+        x8, xs = lqq.quantize_activation(Xb.astype(np.float32))   # the same values, exactly
+        want = reference.gemm(x8, xs, w, bias.astype(np.float32), bf16)
+        out = cp.empty((M, w.N), bf16)
+        out.view(cp.uint16).fill(0x7FC0)                            # NaN: unwritten shows
+        xg = cp.asarray(Xb.view(np.uint16)).view(bf16)
+        bg = cp.asarray(bias.view(np.uint16)).view(bf16)
+        assert lqq.gemm(xg, wg, bias=bg, out=out) is out
+        got = cp.asnumpy(out.view(cp.uint16))
+        assert np.array_equal(got, want.view(np.uint16)), np.argwhere(got != want.view(np.uint16))[:5]
+
+
 def forced_name(cfg, splits):
     if isinstance(cfg, configs.DecodeConfig):
         return f"decode_bm{cfg.BM}_rb{cfg.RB}_pf{cfg.PF}_s{splits}"

@@ -67,6 +67,52 @@ def test_epilogue_matches_spec(out_dtype):
     assert np.array_equal(y, want.astype(out_dtype))
 
 
+def rne_bfloat16_bits(y32: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits, round to nearest even, written out here (no
+    NaNs in these tests): the rounding the kernels' cvt.rn.bf16.f32 does."""
+    bits = y32.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def test_bfloat16_output_is_the_float32_result_rounded_once():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
+    rng = np.random.default_rng()
+    w = lqq.quantize_weight(rng.standard_normal((48, 256)), 64)
+    X = rng.standard_normal((17, 256)).astype(np.float32) * 3
+    bias = rng.standard_normal(48).astype(ml_dtypes.bfloat16)
+    y32 = lqq.gemm(X, w, bias=bias.astype(np.float32), out_dtype=np.float32)
+    for spelling in ("bfloat16", ml_dtypes.bfloat16, np.dtype(ml_dtypes.bfloat16)):
+        y = lqq.gemm(X, w, bias=bias, out_dtype=spelling)
+        assert y.dtype.name == "bfloat16"
+        assert np.array_equal(y.view(np.uint16), rne_bfloat16_bits(y32))
+    out = np.zeros((17, 48), ml_dtypes.bfloat16)           # its dtype is the output's
+    assert lqq.gemm(X, w, out=out) is out
+    assert np.array_equal(out.view(np.uint16),
+                          rne_bfloat16_bits(lqq.gemm(X, w, out_dtype=np.float32)))
+
+
+def test_bfloat16_output_without_ml_dtypes_says_what_to_install(monkeypatch):
+    import sys
+    gemm_module = sys.modules["lqq.gemm"]          # lqq.gemm is also the function's name
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)      # import fails
+    monkeypatch.setattr(gemm_module, "_out_dtypes", {})
+    w = lqq.quantize_weight(np.random.default_rng().standard_normal((32, 64)), 32)
+    with pytest.raises(TypeError, match="pip install ml-dtypes"):
+        lqq.gemm(np.zeros((2, 64), np.float32), w, out_dtype="bfloat16")
+
+
+def test_bfloat16_inputs_with_nan_or_inf_are_refused():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
+    w = lqq.quantize_weight(np.random.default_rng().standard_normal((32, 64)), 32)
+    for bad in (np.nan, np.inf, -np.inf):
+        X = np.ones((3, 64), np.float32)
+        X[1, 5] = bad
+        with pytest.raises(ValueError, match="1 NaN or Inf"):
+            lqq.gemm(X.astype(ml_dtypes.bfloat16), w)
+    assert lqq.gemm(np.full((3, 64), 1e30, np.float32).astype(ml_dtypes.bfloat16), w,
+                    out_dtype=np.float32).shape == (3, 32)
+
+
 def test_quantize_activation_matches_spec():
     rng = np.random.default_rng()
     X = rng.standard_normal((9, 128)).astype(np.float16)
