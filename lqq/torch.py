@@ -18,8 +18,22 @@ from .checks import K_MULTIPLE
 from .format import LQQWeight, quantize_weight
 from .gemm import gemm
 
-_OUT = {torch.float16: torch.float16, torch.float32: torch.float32,
-        torch.bfloat16: torch.float16}       # bf16 runs as fp16 (no bf16 on the CuPy side)
+_INPUTS = (torch.float16, torch.bfloat16, torch.float32)
+_gpu_bf16 = None             # CuPy here holds bfloat16 arrays (checked once)
+
+
+def _gpu_holds_bf16() -> bool:
+    """Whether CuPy can hold bfloat16 arrays (CuPy 14 with ml_dtypes): then
+    bf16 activations, bias and outputs pass to the kernels as they are."""
+    global _gpu_bf16
+    if _gpu_bf16 is None:
+        try:
+            from .checks import bfloat16_dtype
+            _xp.cupy_or_none().empty(1, bfloat16_dtype())
+            _gpu_bf16 = True
+        except Exception:  # noqa: BLE001 - no ml_dtypes, or a CuPy without bf16
+            _gpu_bf16 = False
+    return _gpu_bf16
 
 
 def _version(t: torch.Tensor):
@@ -33,8 +47,10 @@ def _version(t: torch.Tensor):
 
 class LQQLinear(torch.nn.Module):
     """A drop-in ``torch.nn.Linear`` replacement with LQQ 4-bit weights and
-    per-token INT8 activations. Output dtype follows the input (float16 or
-    float32; bfloat16 inputs are computed as float16 and cast back)."""
+    per-token INT8 activations. Output dtype follows the input (float16,
+    bfloat16 or float32). bfloat16 runs as it is on the GPU where CuPy holds
+    bfloat16 (with ml_dtypes); elsewhere as float32 (exact: bf16 -> f32 loses
+    nothing, and the one rounding to bf16 is the kernels' own)."""
 
     def __init__(self, weight: LQQWeight, bias: torch.Tensor | None = None):
         super().__init__()
@@ -67,22 +83,33 @@ class LQQLinear(torch.nn.Module):
                                          group_size=self.group_size, method=self.method))
         return self._view[1]
 
+    def _apply(self, fn, *args, **kwargs):
+        # .half(), .to(torch.bfloat16) and the like cast every floating buffer;
+        # the channel scales s1 are part of the LQQ format (float32): they
+        # follow moves between devices, never a dtype cast
+        s1 = self.s1
+        super()._apply(fn, *args, **kwargs)
+        if self.s1.dtype != s1.dtype:
+            self.s1 = s1.to(self.s1.device)
+        return self
+
     def drop_cached_weight(self) -> None:
         """Forget the cached weight view and its packed GPU copy (rebuilt on
         the next call)."""
         self._view = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype not in _OUT:
+        if x.dtype not in _INPUTS:
             raise TypeError(f"LQQLinear takes float16, bfloat16 or float32 input, got {x.dtype}")
-        xin = x.to(torch.float16) if x.dtype == torch.bfloat16 else x
+        native = x.dtype != torch.bfloat16 or (x.is_cuda and _gpu_holds_bf16())
+        xin = x if native else x.float()
         if not xin.is_contiguous():
             xin = xin.contiguous()
         bias = self.bias
-        if bias is not None and not xin.is_cuda and bias.dtype == torch.bfloat16:
+        if bias is not None and bias.dtype == torch.bfloat16 and not native:
             bias = bias.float()
-        y = gemm(xin, self.lqq_weight(), bias=bias, out_dtype=_OUT[x.dtype])
-        return y.to(x.dtype) if x.dtype == torch.bfloat16 else y
+        y = gemm(xin, self.lqq_weight(), bias=bias, out_dtype=xin.dtype)
+        return y if native else y.to(torch.bfloat16)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

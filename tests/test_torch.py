@@ -17,7 +17,7 @@ def linear(K=128, N=48, bias=True):
 
 def expected(layer, X, out_dtype=np.float16):
     x8, xs = lqq.quantize_activation(X.reshape(-1, X.shape[-1]))
-    b = None if layer.bias is None else layer.bias.detach().numpy()
+    b = None if layer.bias is None else layer.bias.detach().float().numpy()   # exact
     y = reference.gemm(x8, xs, layer.lqq_weight(), b, out_dtype)
     return y.reshape(*X.shape[:-1], -1)
 
@@ -36,11 +36,31 @@ def test_from_linear_matches_reference(dtype, bias):
     assert torch.linalg.norm(y.float() - ref) / torch.linalg.norm(ref) < 0.15
 
 
-def test_bfloat16_input_comes_back_bfloat16():
-    layer = lt.LQQLinear.from_linear(linear(bias=False))
-    x = torch.randn(3, 128, dtype=torch.bfloat16)
+@pytest.mark.parametrize("cast", ["half", "bfloat16", "double"])
+def test_dtype_casts_keep_the_float32_scales(cast):
+    """model.half() / .to(torch.bfloat16) cast floating buffers; the LQQ
+    channel scales stay float32 and bit-identical (the bias follows the cast,
+    as nn.Linear's does)."""
+    layer = lt.LQQLinear.from_linear(linear())
+    s1 = layer.s1.clone()
+    cast_layer = getattr(layer, cast)() if cast != "bfloat16" else layer.to(torch.bfloat16)
+    assert cast_layer is layer
+    assert layer.s1.dtype == torch.float32 and torch.equal(layer.s1, s1)
+    assert layer.bias.dtype == {"half": torch.float16, "bfloat16": torch.bfloat16,
+                                "double": torch.float64}[cast]
+    assert layer.codes.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_bfloat16_input_comes_back_bfloat16_rounded_once(bias):
+    """bf16 runs as float32 here (exact), its output rounded once to bf16: the
+    bits a bf16 epilogue writes (torch rounds to nearest even, as cvt.rn)."""
+    layer = lt.LQQLinear.from_linear(linear(bias=bias)).to(torch.bfloat16)
+    x = torch.randn(3, 128, dtype=torch.bfloat16) * 3
     y = layer(x)
     assert y.dtype == torch.bfloat16 and y.shape == (3, 48)
+    want = expected(layer, x.float().numpy(), np.float32)
+    assert torch.equal(y, torch.from_numpy(want).to(torch.bfloat16))
 
 
 def test_rejects_bad_input():
