@@ -61,7 +61,7 @@ def as_array(a):
             cp = _require_cupy("a CUDA torch tensor")
             with _on_torch_stream(cp):
                 return cp.from_dlpack(a.detach()), "torch"
-        return a.detach().numpy(), "torch"
+        return _torch_cpu_to_numpy(a.detach()), "torch"
     if hasattr(a, "__cuda_array_interface__"):
         cp = _require_cupy("a CUDA array")
         return cp.asarray(a), "cupy"
@@ -93,6 +93,23 @@ def torch_current_stream(cp):
     return cp.cuda.ExternalStream(handle)          # CuPy 13
 
 
+def _torch_cpu_to_numpy(t):
+    """A CPU tensor as a NumPy view; bfloat16 (which NumPy lacks) through its
+    bits, as ml_dtypes' bfloat16."""
+    import torch
+    if t.dtype == torch.bfloat16:
+        from .checks import bfloat16_dtype
+        return t.view(torch.int16).numpy().view(bfloat16_dtype())
+    return t.numpy()
+
+
+def _numpy_to_torch(a: np.ndarray):
+    import torch
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def _on_torch_stream(cp):
     """DLPack exchanges synchronize the producer's stream with the consumer's;
     making torch's current stream CuPy's too keeps that a no-op, which is also
@@ -105,7 +122,7 @@ def hand_back(result, kind):
     if kind == "torch":
         import torch
         if isinstance(result, np.ndarray):
-            return torch.from_numpy(result)
+            return _numpy_to_torch(result)
         with _on_torch_stream(cupy_or_none()):
             return torch.from_dlpack(result)
     return result

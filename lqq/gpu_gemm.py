@@ -241,7 +241,8 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
             return y
         p = packed(w)
         if bias is not None:
-            bias = cp.ascontiguousarray(bias)
+            # float64 is added in float32, as the reference does
+            bias = cp.ascontiguousarray(bias, cp.float32 if bias.dtype == np.float64 else None)
         bias_kind = BIAS_KINDS["none" if bias is None else bias.dtype.name]
         rec = _launch(w, p, choose(M, N, K, w.group_size), M, out_dtype, bias_kind)
         if rec.wgmma and xq.data.ptr % 16:    # TMA needs a 16-byte aligned base

@@ -243,9 +243,13 @@ def inspect(compiled) -> dict:
     if per_log is None:
         # spill and shared-memory figures come from this log only: never report
         # zeros for figures ptxas did not print
-        from . import nvrtc
-        raise RuntimeError(f"ptxas -v printed no figures for {compiled.name} (NVRTC "
-                           f"{'.'.join(map(str, nvrtc.version()))}, {nvrtc.library_path()}); "
+        try:
+            from . import nvrtc
+            lib = f"NVRTC {'.'.join(map(str, nvrtc.version()))} at {nvrtc.library_path()}"
+        except Exception as e:  # noqa: BLE001 - the message must still come out
+            lib = f"NVRTC not loadable here: {e}"
+        raise RuntimeError(f"ptxas -v printed no figures for {compiled.name} ("
+                           f"{'from the cache; ' if compiled.cached else ''}{lib} now); "
                            f"its log ends: {compiled.log[-1500:]!r}")
     text = sass_text(compiled.cubin_path)
     parts = functions(text)

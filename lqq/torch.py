@@ -22,15 +22,19 @@ _INPUTS = (torch.float16, torch.bfloat16, torch.float32)
 _gpu_bf16 = None             # CuPy here holds bfloat16 arrays (checked once)
 
 
-def _gpu_holds_bf16() -> bool:
-    """Whether CuPy can hold bfloat16 arrays (CuPy 14 with ml_dtypes): then
-    bf16 activations, bias and outputs pass to the kernels as they are."""
+def _gpu_holds_bf16(device) -> bool:
+    """Whether bfloat16 tensors pass to CuPy and back (CuPy 14 with ml_dtypes;
+    CuPy 13 makes bf16 arrays but refuses them through DLPack): then bf16
+    activations, bias and outputs go to the kernels as they are. Probed with
+    empty arrays, which allocate nothing (so a graph capture may be running)."""
     global _gpu_bf16
     if _gpu_bf16 is None:
         try:
             from .checks import bfloat16_dtype
-            _xp.cupy_or_none().empty(1, bfloat16_dtype())
-            _gpu_bf16 = True
+            cp = _xp.cupy_or_none()
+            cp.from_dlpack(torch.empty(0, dtype=torch.bfloat16, device=device))
+            back = torch.from_dlpack(cp.empty(0, bfloat16_dtype()))
+            _gpu_bf16 = back.dtype == torch.bfloat16
         except Exception:  # noqa: BLE001 - no ml_dtypes, or a CuPy without bf16
             _gpu_bf16 = False
     return _gpu_bf16
@@ -101,13 +105,14 @@ class LQQLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype not in _INPUTS:
             raise TypeError(f"LQQLinear takes float16, bfloat16 or float32 input, got {x.dtype}")
-        native = x.dtype != torch.bfloat16 or (x.is_cuda and _gpu_holds_bf16())
+        gpu_bf16 = x.is_cuda and _gpu_holds_bf16(x.device)
+        native = x.dtype != torch.bfloat16 or gpu_bf16
         xin = x if native else x.float()
         if not xin.is_contiguous():
             xin = xin.contiguous()
         bias = self.bias
-        if bias is not None and bias.dtype == torch.bfloat16 and not native:
-            bias = bias.float()
+        if bias is not None and bias.dtype == torch.bfloat16 and not gpu_bf16:
+            bias = bias.float()              # exact (a .to(torch.bfloat16) model's bias)
         y = gemm(xin, self.lqq_weight(), bias=bias, out_dtype=xin.dtype)
         return y if native else y.to(torch.bfloat16)
 

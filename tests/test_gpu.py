@@ -448,6 +448,23 @@ def test_bfloat16_activations_quantize_like_their_float32_values():
         assert torch.equal(qb, qf) and torch.equal(sb, sf)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_torch_bfloat16_layer_on_the_gpu_equals_the_cpu(bias):
+    """LQQLinear in bfloat16 (a .to(torch.bfloat16) model): the GPU path (bf16
+    straight through where CuPy holds bf16, else float32) gives the CPU
+    path's bits; float16 input through the same layer too."""
+    torch = pytest.importorskip("torch")
+    import lqq.torch as lt
+    lin = torch.nn.Linear(256, 200, bias=bias)
+    layer = lt.LQQLinear.from_linear(lin, group_size=64).to(torch.bfloat16)
+    gpu = lt.LQQLinear.from_linear(lin, group_size=64).to("cuda", torch.bfloat16)
+    for dtype in (torch.bfloat16, torch.float16):
+        x = (torch.randn(2, 9, 256) * 3).to(dtype)
+        want = layer(x)
+        got = gpu(x.cuda())
+        assert got.dtype == dtype and torch.equal(got.cpu(), want)
+
+
 def test_torch_cuda_graph_capture():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng()

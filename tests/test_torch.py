@@ -49,6 +49,26 @@ def test_dtype_casts_keep_the_float32_scales(cast):
     assert layer.bias.dtype == {"half": torch.float16, "bfloat16": torch.bfloat16,
                                 "double": torch.float64}[cast]
     assert layer.codes.dtype == torch.uint8
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):    # and it still runs
+        x = torch.randn(3, 128).to(dtype)
+        # the float32 result rounded once to the input's dtype (x.float() is exact)
+        want = torch.from_numpy(expected(layer, x.float().numpy(), np.float32)).to(dtype)
+        y = layer(x)
+        assert y.dtype == dtype and torch.equal(y, want)
+
+
+def test_gemm_takes_and_gives_bfloat16_cpu_tensors():
+    """torch CPU bfloat16 in, out= and out_dtype (NumPy has no bfloat16: its
+    bits travel as ml_dtypes' bfloat16)."""
+    pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
+    w = lqq.quantize_weight(np.random.default_rng().standard_normal((48, 128)), 64)
+    x = torch.randn(2, 3, 128, dtype=torch.bfloat16)
+    x8, xs = lqq.quantize_activation(x.float().numpy().reshape(-1, 128))
+    want = torch.from_numpy(reference.gemm(x8, xs, w, None, np.float32)).to(torch.bfloat16)
+    y = lqq.gemm(x, w, out_dtype=torch.bfloat16)
+    assert y.dtype == torch.bfloat16 and torch.equal(y.reshape(-1, 48), want)
+    out = torch.full((2, 3, 48), float("nan"), dtype=torch.bfloat16)
+    assert lqq.gemm(x, w, out=out) is out and torch.equal(out.reshape(-1, 48), want)
 
 
 @pytest.mark.parametrize("bias", [False, True])
