@@ -7,6 +7,7 @@ import platform
 import sys
 
 from ._version import __version__
+from .progress import Progress
 
 
 def _gpu_info() -> dict:
@@ -69,23 +70,6 @@ def cmd_info(args) -> int:
         else:
             print(f"{key:>16}: {value if value is not None else '-'}")
     return 0
-
-
-class Progress:
-    """A one-line progress bar on a terminal's stderr; silent otherwise."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int, label: str = ""):
-        if not self.enabled:
-            return
-        width = 30
-        fill = width * done // max(total, 1)
-        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {label[:40]:<40}")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 def cmd_kernels(args) -> int:

@@ -17,6 +17,7 @@ from . import _xp
 from .checks import K_MULTIPLE
 from .format import LQQWeight, quantize_weight
 from .gemm import gemm
+from .progress import as_callback
 
 _INPUTS = (torch.float16, torch.bfloat16, torch.float32)
 _gpu_bf16 = None             # CuPy here holds bfloat16 arrays (checked once)
@@ -122,12 +123,14 @@ class LQQLinear(torch.nn.Module):
 
 
 def quantize_model(model: torch.nn.Module, group_size: int = 64, method: str = "search",
-                   skip=None) -> list[str]:
+                   skip=None, progress=True) -> list[str]:
     """Replace, in place, every ``nn.Linear`` of ``model`` whose in_features is
     a multiple of the group size and of 32 with an LQQLinear. ``skip(name,
-    module)`` returning True keeps a layer (e.g. the LM head). Returns the
-    names of the replaced layers."""
-    replaced = []
+    module)`` returning True keeps a layer (e.g. the LM head). ``progress``:
+    a bar on stderr when it is a terminal (True), nothing (False), or a
+    callable ``(done, total, layer name)``. Returns the names of the replaced
+    layers."""
+    todo = []
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             name = f"{parent_name}.{child_name}" if parent_name else child_name
@@ -136,9 +139,12 @@ def quantize_model(model: torch.nn.Module, group_size: int = 64, method: str = "
             K = child.in_features
             if K % K_MULTIPLE or K % group_size:
                 continue
-            setattr(parent, child_name, LQQLinear.from_linear(child, group_size, method))
-            replaced.append(name)
-    return replaced
+            todo.append((parent, child_name, child, name))
+    report = as_callback(progress)
+    for done, (parent, child_name, child, name) in enumerate(todo, 1):
+        setattr(parent, child_name, LQQLinear.from_linear(child, group_size, method))
+        report(done, len(todo), name)
+    return [name for *_, name in todo]
 
 
 __all__ = ["LQQLinear", "quantize_model"]

@@ -140,14 +140,32 @@ def test_replace_does_not_share_the_device_cache():
     assert v._device_cache == {} and w._device_cache == {"packed": "for w's arrays"}
 
 
+def test_quantize_model_reports_progress_on_a_terminal_only(monkeypatch, capsys):
+    model = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(3)])
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+    lt.quantize_model(model, group_size=32)
+    assert capsys.readouterr().err == ""             # not a terminal: no bar
+    model = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(3)])
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    assert lt.quantize_model(model, group_size=32) == ["0", "1", "2"]
+    err = capsys.readouterr().err
+    assert "3/3" in err and err.endswith("\n")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64))
+    lt.quantize_model(model, group_size=32, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_quantize_model_replaces_eligible_linears():
     model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(),
                                 torch.nn.Sequential(torch.nn.Linear(96, 40), torch.nn.Linear(40, 8)),
                                 torch.nn.Linear(8, 4))
     x = torch.randn(3, 64)
     before = model(x)
-    names = lt.quantize_model(model, group_size=32, skip=lambda n, m: n == "2.0")
+    seen = []
+    names = lt.quantize_model(model, group_size=32, skip=lambda n, m: n == "2.0",
+                              progress=lambda *a: seen.append(a))
     assert names == ["0"], names          # 2.0 skipped; K = 40 and 8 are not multiples of 32
+    assert seen == [(1, 1, "0")]          # one report per replaced layer, of the eligible total
     assert isinstance(model[0], lt.LQQLinear) and type(model[2][0]) is torch.nn.Linear
     after = model(x)
     assert after.shape == before.shape
