@@ -17,8 +17,9 @@ def bfloat16_dtype() -> np.dtype:
     try:
         import ml_dtypes
     except ImportError:
-        raise TypeError("bfloat16 outputs need the ml_dtypes package, which defines NumPy's "
-                        "(and CuPy's) bfloat16: pip install ml-dtypes") from None
+        raise TypeError("bfloat16 arrays on the host, and bfloat16 outputs, need the ml_dtypes "
+                        "package, which defines NumPy's (and CuPy's) bfloat16: "
+                        "pip install ml-dtypes") from None
     return np.dtype(ml_dtypes.bfloat16)
 
 
