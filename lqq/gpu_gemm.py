@@ -12,6 +12,7 @@ from . import _xp, configs, gpu_activation, launch, packing, tma
 
 OUT_KINDS = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.int32): 3}
 OUT_BF16 = 2                 # bfloat16 (ml_dtypes' dtype, which NumPy itself lacks)
+BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
 
 
 def out_kind(dtype) -> int:
@@ -22,7 +23,6 @@ def out_kind(dtype) -> int:
     if kind is None:
         raise TypeError(f"no kernel writes {dt.name} outputs")
     return kind
-BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
 
 _scratch: dict = {}
 _retired: dict = {}           # replaced scratch buffers, kept for graphs captured with them
