@@ -24,6 +24,7 @@ def out_kind(dtype) -> int:
         raise TypeError(f"no kernel writes {dt.name} outputs")
     return kind
 
+
 _scratch: dict = {}
 _retired: dict = {}           # replaced scratch buffers, kept for graphs captured with them
 _sm_counts: dict = {}
