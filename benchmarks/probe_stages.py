@@ -57,7 +57,24 @@ def summary(text, r):
             f" us, issue {np.median(us(r[:, 3] / units)):.3f} us, ring's first reuse after "
             f"{np.median(us(r[:, 5])):.2f} us | consumer 0: waits {np.median(r[:, 8] / r[:, 11]):.0%}"
             f" of its time, epilogue {np.median(us(r[:, 9] / np.maximum(r[:, 10], 1))):.2f} us "
-            f"per tile, {np.median(r[:, 10]):.0f} tiles | SM clock {mhz:.0f} MHz\n  " + tail(r, t0))
+            f"per tile, {np.median(r[:, 10]):.0f} tiles | SM clock {mhz:.0f} MHz\n  "
+            + shares(r) + "\n  " + tail(r, t0))
+
+
+# consumer 0's cycles (medians over CTAs, shares of its total in column 11)
+SHARES = (("full-wait", 8), ("wgmma issue", 16), ("wgmma wait", 17), ("dequantization", 18),
+          ("epilogue", 9))
+
+
+def shares(r):
+    """Where consumer warpgroup 0's time goes, per unit of work: waiting for
+    stages, issuing the wgmmas, waiting for the previous unit's (wait_group 1),
+    dequantizing the next stage, the epilogue; the rest is loop overhead."""
+    if r.shape[1] <= max(c for _, c in SHARES):
+        return "consumer time shares: not in this build"
+    parts = [f"{name} {np.median(r[:, c] / r[:, 11]):.0%}" for name, c in SHARES]
+    rest = 1 - sum(np.median(r[:, c] / r[:, 11]) for _, c in SHARES)
+    return "consumer 0's time: " + ", ".join(parts) + f", other {rest:.0%}"
 
 
 def tail(r, t0):

@@ -181,7 +181,7 @@ class WgmmaConfig:
         return (self.STAGES * self.stage_bytes() + 1024          # + alignment slack
                 + self.C * 4 * self.EPI * 32)
 
-    PROBE_WORDS = 16     # u64 counters per CTA in the probe build
+    PROBE_WORDS = 20     # u64 counters per CTA in the probe build
 
     def spec(self, probe: bool = False) -> KernelSpec:
         """probe: the timing-probe build of benchmarks/probe_stages.py (one more

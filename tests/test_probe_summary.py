@@ -23,6 +23,11 @@ def test_summary_reads_the_counters():
     assert "quarter marks: too few CTAs to compare" in text
     assert "wait 0.200 us, issue 0.100 us, ring's first reuse after 1.50 us" in text
     assert "waits 25% of its time, epilogue 1.00 us per tile, 2 tiles" in text
+    assert "consumer time shares: not in this build" in text        # 16 words: the old build
+    r = np.hstack([r, np.zeros((4, 4))])
+    r[:, 16], r[:, 17], r[:, 18] = 3900, 11700, 7800                # 10%, 30%, 20%
+    assert ("consumer 0's time: full-wait 25%, wgmma issue 10%, wgmma wait 30%, "
+            "dequantization 20%, epilogue 10%, other 5%") in probe_stages.summary("plan", r)
 
 
 def test_quarter_marks_compare_latest_ctas_with_the_rest():
