@@ -25,6 +25,7 @@ _ENTRY_RE = re.compile(r"Compiling entry function '([^']+)'")
 _STACK_RE = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _USED_RE = re.compile(r"Used (\d+) registers")
 _SMEM_RE = re.compile(r"(\d+) bytes smem")
+_DIAG_RE = re.compile(r": \(C\d{4}\)")        # a ptxas diagnostic's code
 
 
 def find_tool(name: str) -> str | None:
@@ -203,7 +204,10 @@ def parse_ptxas_log(log: str) -> dict:
     kernels, current = {}, None
     warnings = []
     for line in log.splitlines():
-        if line.startswith("ptxas warning"):
+        # ptxas prints some diagnostics as info lines with a code, e.g.
+        # "ptxas info : (C7512) ... wgmma.mma_async instructions are serialized"
+        if line.startswith("ptxas warning") or (line.startswith("ptxas info")
+                                                and _DIAG_RE.search(line)):
             warnings.append(line.split(":", 1)[1].strip())
         m = _ENTRY_RE.search(line)
         if m:

@@ -211,13 +211,17 @@ ptxas info    : Function properties for lqq_gemm
 ptxas         .     664 bytes stack frame, 836 bytes spill stores, 1076 bytes spill loads
 ptxas info    : Used 168 registers, used 1 barriers, 664 bytes cumulative stack size, 1024 bytes smem
 ptxas warning : (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized
+ptxas info    : (C7512) Potential Performance Loss: wgmma.mma_async instructions are serialized due to insufficient register resources for the function 'lqq_gemm'
 ptxas info    : Compile time = 67.820 ms
 """
     got = sass.parse_ptxas_log(log)
     assert (got["registers"], got["spill_stores"], got["spill_loads"], got["stack"], got["smem"]) \
         == (168, 836, 1076, 664, 1024)
     assert got["warnings"] == ["(C7515) Potential Performance Loss: wgmma.mma_async instructions "
-                               "are serialized"]
+                               "are serialized",
+                               "(C7512) Potential Performance Loss: wgmma.mma_async instructions "
+                               "are serialized due to insufficient register resources for the "
+                               "function 'lqq_gemm'"]     # an info line with a code counts too
     assert set(got["kernels"]) == {"lqq_gemm"}
 
 

@@ -20,7 +20,7 @@ except Exception as e:  # noqa: BLE001 - any reason NVRTC cannot load
     NO_NVRTC = str(e)
 
 needs_nvrtc = pytest.mark.skipif(NO_NVRTC is not None, reason=f"NVRTC: {NO_NVRTC}")
-SERIALIZATION = ("C7508", "C7509", "C7510", "C7511", "C7513", "C7514", "C7515")
+SERIALIZATION = tuple(f"C75{n:02d}" for n in range(8, 16))      # C7508 .. C7515
 
 
 @pytest.fixture(scope="module", params=["sm_80", "sm_90a"])
