@@ -110,6 +110,7 @@ class WgmmaConfig:
     STAGES: int
     C: int = 2
     MB: int = 0          # CTAs per SM to size registers for; 0: the default (MINB)
+    UA: int = 0          # 1: unsigned A, a constant -128 wgmma per k-step instead of XORs
 
     @property
     def RB(self) -> int:             # 64-row slabs per tile, as the other families call it
@@ -121,11 +122,12 @@ class WgmmaConfig:
 
     @property
     def tag(self) -> str:
-        """bn.._st..[_wgC][_mbB]: the part of the kernel name and of
+        """bn.._st..[_wgC][_mbB][_ua]: the part of the kernel name and of
         LQQ_FORCE_CONFIG that names the config."""
         wg = f"_wg{self.C}" if self.C != 2 else ""
         mb = f"_mb{self.MB}" if self.MB else ""
-        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}"
+        ua = "_ua" if self.UA else ""
+        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}{ua}"
 
     @property
     def name(self) -> str:
@@ -143,6 +145,11 @@ class WgmmaConfig:
         24 x 128 + 160 x 384 <= 128 x 512 (no spills since e717552's template;
         the producer then runs on the uniform datapath: 67 -> 8 R2UR per
         loop); with four 24 x 128 + 112 x 512 <= 96 x 640."""
+        if self.UA and self.C == 2 and self.MINB == 2:
+            # unsigned A holds the constant -128 operand (four registers) through
+            # the loop: under the even split (80) ptxas serializes the wgmmas
+            # (C7512); 24 x 128 + 104 x 256 <= 80 x 384
+            return (24, 104)
         if self.MINB > 1 and self.C * self.MINB > 4:
             # six consumer warpgroups per SM, for decode: (24 x 128 + 72 x 384) x 2
             # fits 65536 registers
@@ -188,6 +195,8 @@ class WgmmaConfig:
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
                   "MINB": self.MINB, "EPI": self.EPI}
+        if self.UA:
+            params["UA"] = 1
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",
@@ -202,7 +211,10 @@ WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4),
     (256, 5))) + tuple(WIDE_DECODE.values()) + tuple(
     WgmmaConfig(bn, st, 4) for bn, st in ((16, 8), (32, 8), (64, 8))) + tuple(
-    WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6)))
+    WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6))) + (
+    # unsigned A for decode (forced only until measured): no XOR per four weights
+    # (not with three consumers of 72 registers: ptxas serializes the wgmmas, C7512)
+    WgmmaConfig(8, 8, UA=1), WgmmaConfig(16, 8, UA=1))
 
 
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
@@ -365,14 +377,15 @@ def _parse_forced(text: str):
     fields = {}
     for part in parts:
         key = part.rstrip("0123456789")
-        fields[key] = int(part[len(key):])
+        fields[key] = int(part[len(key):] or (1 if key == "ua" else "x"))   # a flag: "_ua"
     splits = fields.pop("s", 1)
     ctas = fields.pop("c", None) if family == "wgmma" else None
     if family == "decode":
         cfg = DecodeConfig(fields.pop("bm"), fields.pop("rb"), fields.pop("pf"))
         legal = DECODE_CONFIGS
     elif family == "wgmma":
-        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2), fields.pop("mb", 0))
+        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2), fields.pop("mb", 0),
+                          fields.pop("ua", 0))
         legal = WGMMA_CONFIGS
     else:
         cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))
