@@ -111,6 +111,7 @@ class WgmmaConfig:
     C: int = 2
     MB: int = 0          # CTAs per SM to size registers for; 0: the default (MINB)
     UA: int = 0          # 1: unsigned A, a constant -128 wgmma per k-step instead of XORs
+    SH: int = 0          # 1: each CTA's segments start at a CTA-dependent k-block
 
     @property
     def RB(self) -> int:             # 64-row slabs per tile, as the other families call it
@@ -122,12 +123,13 @@ class WgmmaConfig:
 
     @property
     def tag(self) -> str:
-        """bn.._st..[_wgC][_mbB][_ua]: the part of the kernel name and of
+        """bn.._st..[_wgC][_mbB][_ua][_sh]: the part of the kernel name and of
         LQQ_FORCE_CONFIG that names the config."""
         wg = f"_wg{self.C}" if self.C != 2 else ""
         mb = f"_mb{self.MB}" if self.MB else ""
         ua = "_ua" if self.UA else ""
-        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}{ua}"
+        sh = "_sh" if self.SH else ""
+        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}{ua}{sh}"
 
     @property
     def name(self) -> str:
@@ -197,6 +199,8 @@ class WgmmaConfig:
                   "MINB": self.MINB, "EPI": self.EPI}
         if self.UA:
             params["UA"] = 1
+        if self.SH:
+            params["SH"] = 1
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",
@@ -214,7 +218,9 @@ WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6))) + (
     # unsigned A for decode (forced only until measured): no XOR per four weights
     # (not with three consumers of 72 registers: ptxas serializes the wgmmas, C7512)
-    WgmmaConfig(8, 8, UA=1), WgmmaConfig(16, 8, UA=1))
+    WgmmaConfig(8, 8, UA=1), WgmmaConfig(16, 8, UA=1)) + (
+    # staggered segment starts for decode (forced only until measured)
+    WgmmaConfig(8, 8, SH=1), WgmmaConfig(8, 7, 3, 2, SH=1))
 
 
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
@@ -377,7 +383,7 @@ def _parse_forced(text: str):
     fields = {}
     for part in parts:
         key = part.rstrip("0123456789")
-        fields[key] = int(part[len(key):] or (1 if key == "ua" else "x"))   # a flag: "_ua"
+        fields[key] = int(part[len(key):] or (1 if key in ("ua", "sh") else "x"))   # flags
     splits = fields.pop("s", 1)
     ctas = fields.pop("c", None) if family == "wgmma" else None
     if family == "decode":
@@ -385,7 +391,7 @@ def _parse_forced(text: str):
         legal = DECODE_CONFIGS
     elif family == "wgmma":
         cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2), fields.pop("mb", 0),
-                          fields.pop("ua", 0))
+                          fields.pop("ua", 0), fields.pop("sh", 0))
         legal = WGMMA_CONFIGS
     else:
         cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))

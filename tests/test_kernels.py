@@ -250,6 +250,9 @@ def test_forced_config_parsing(monkeypatch):
     p = configs.forced(16, 57344, 8192)
     assert p.config == configs.WgmmaConfig(16, 8, UA=1) and p.config.tag == "bn16_st8_ua"
     assert p.config.REGS == (24, 104) and p.grid == (264, 1, 1)
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn8_st7_wg3_mb2_sh_c264")
+    p = configs.forced(1, 57344, 8192)
+    assert p.config == configs.WgmmaConfig(8, 7, 3, 2, SH=1) and p.config.tag == "bn8_st7_wg3_mb2_sh"
     for bad in ("bm7_rb1", "decode_bm8_rb1", "mma_bm32_rb1_x2", "hello", "wgmma_bn16_st8_c0",
                 "wgmma_bn24_st8", "mma_bm32_rb1_c4", "wgmma_bn128_st6_wg4", "wgmma_bn64_st8_wg5",
                 "wgmma_bn8_st7_wg3", "wgmma_bn8_st8_mb3", "wgmma_bn8_st7_wg3_mb2_ua",

@@ -78,6 +78,85 @@ def producer_units(p, P, U, Q, stages):
     return steps
 
 
+def staggered_units(p, P, U, Q, stages):
+    """The producer of an SH config (gemm_wgmma_sm90.cu.j2, `{% if SH %}`):
+    segment(), place(), seek() and advance() as written there, each segment's
+    units rotated by (37 p) mod its length. Returns the unit of each ring
+    step, as producer_units does."""
+    ub, ue = sk_start(p, P, U), sk_start(p + 1, P, U)
+    ur = rotation(ub, ue, Q)
+    n_units = ue - ub
+    st = {}
+
+    def segment(lo):
+        st.update(seg_lo=lo, tile=lo // Q, j=0)
+        st["seg_hi"] = min(st["lim"], (st["tile"] + 1) * Q)
+        st["seg_n"] = st["seg_hi"] - lo
+        st["shift"] = (p * 37) % st["seg_n"]
+
+    def place():
+        o = st["j"] + st["shift"]
+        o = o if o < st["seg_n"] else o - st["seg_n"]
+        st["kq"] = st["seg_lo"] - st["tile"] * Q + o
+
+    def seek():
+        st["lim"] = ue if ur < ue else ur
+        segment(ur if ur < ue else ub)
+        place()
+
+    def advance(it):
+        if it + 1 == n_units:
+            return
+        st["j"] += 1
+        if st["j"] == st["seg_n"]:
+            lo = st["seg_hi"]
+            if lo == ue and ur > ub:
+                lo, st["lim"] = ub, ur
+            segment(lo)
+        place()
+
+    unit = lambda: st["tile"] * Q + st["kq"]        # noqa: E731
+    pre = min(n_units, stages)
+    seek()
+    weights = []
+    for it in range(pre):
+        weights.append(unit())
+        advance(it)
+    seek()
+    steps = []
+    for it in range(pre):
+        steps.append(unit())
+        advance(it)
+    assert steps == weights
+    for it in range(pre, n_units):
+        steps.append(unit())
+        advance(it)
+    return steps
+
+
+@pytest.mark.parametrize("T,Q,P", [(448, 64, 264), (7, 3, 21), (5, 64, 3),
+                                   (3, 7, 20), (2, 5, 9), (32, 32, 264), (1, 1, 1)])
+def test_staggered_walk_keeps_each_segments_units(T, Q, P):
+    """SH configs: the ring holds, segment by segment, the same units the
+    consumers walk (so their segment ends, partial sums and epilogues are
+    unchanged), only in a rotated order within each segment; and CTAs start
+    their first segment at different k-blocks."""
+    U = T * Q
+    P = min(P, U)
+    starts = set()
+    for p in range(P):
+        for stages in (1, 8):
+            steps = staggered_units(p, P, U, Q, stages)
+            i = 0
+            for lo, hi in segments(p, P, U, Q):
+                assert sorted(steps[i:i + hi - lo]) == list(range(lo, hi)), (p, lo, hi)
+                i += hi - lo
+            assert i == len(steps)
+        starts.add(steps[0] % Q)
+    if P >= 8 and Q >= 8:
+        assert len(starts) > 1, "staggered"
+
+
 def contributions(P, U, Q):
     """Per cut tile, from the consumers' segments: {tile: {CTA: [segment
     kinds]}} where a CTA that is not the tile's last (sk_owner of its last
