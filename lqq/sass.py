@@ -252,9 +252,11 @@ def inspect(compiled) -> dict:
             lib = f"NVRTC {'.'.join(map(str, nvrtc.version()))} at {nvrtc.library_path()}"
         except Exception as e:  # noqa: BLE001 - the message must still come out
             lib = f"NVRTC not loadable here: {e}"
+        # the kernels the log does name (another compile's, if NVRTC mixed up
+        # the logs of concurrent compiles: `lqq kernels` compiles in threads)
         raise RuntimeError(f"ptxas -v printed no figures for {compiled.name} ("
-                           f"{'from the cache; ' if compiled.cached else ''}{lib} now); "
-                           f"its log ends: {compiled.log[-1500:]!r}")
+                           f"{'from the cache; ' if compiled.cached else ''}{lib} now); its "
+                           f"log names {sorted(log['kernels'])} and ends: {compiled.log[-1500:]!r}")
     text = sass_text(compiled.cubin_path)
     parts = functions(text)
     body = parts.get(compiled.name, text)
