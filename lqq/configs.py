@@ -223,6 +223,11 @@ WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     WgmmaConfig(8, 8, SH=1), WgmmaConfig(8, 7, 3, 2, SH=1))
 
 
+# Forced only (LQQ_FORCE_CONFIG) until measured on a GPU: never a candidate
+# for autotune nor chosen by the heuristic.
+EXPERIMENTAL = frozenset(c for c in WGMMA_CONFIGS if c.UA or c.SH)
+
+
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
     """(tiles, 128-wide k-blocks per tile) of the stream-K work split."""
     Nb = -(-N // packing.ROW_BLOCK)
@@ -527,6 +532,8 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
     if wgmma:
         chosen = wgmma_for(M, N, K, sm_count)
         for cfg in WGMMA_CONFIGS:
+            if cfg in EXPERIMENTAL:
+                continue
             if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == chosen:
                 tiles, _ = wgmma_units(cfg, M, N, K)
                 for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles):

@@ -262,6 +262,17 @@ def test_forced_config_parsing(monkeypatch):
             configs.forced(5, 4096, 4096)
 
 
+def test_experimental_configs_are_forced_only():
+    """Configs not yet measured on a GPU (unsigned A, staggered walks) are
+    never autotune candidates nor the heuristic's choice."""
+    assert configs.EXPERIMENTAL and configs.EXPERIMENTAL <= set(configs.WGMMA_CONFIGS)
+    for M in (1, 8, 16, 32, 64):
+        for N, K in ((4096, 4096), (57344, 8192), (8192, 28672)):
+            plans = configs.candidates(M, N, K, 132, wgmma=True)
+            assert plans and not {p.config for p in plans} & configs.EXPERIMENTAL
+            assert configs.heuristic(M, N, K, 132, wgmma=True).config not in configs.EXPERIMENTAL
+
+
 def test_igmma_operand_a_parser():
     from lqq import sass
     text = ("/*1cf0*/  IGMMA.64x256x32.S8.S8 R24, R164, gdesc[UR12], R24 ;\n"

@@ -81,7 +81,7 @@ def producer_units(p, P, U, Q, stages):
 def staggered_units(p, P, U, Q, stages):
     """The producer of an SH config (gemm_wgmma_sm90.cu.j2, `{% if SH %}`):
     segment(), place(), seek() and advance() as written there, each segment's
-    units rotated by (37 p) mod its length. Returns the unit of each ring
+    units rotated by a 32-bit multiplicative hash of p, mod its length. Returns the unit of each ring
     step, as producer_units does."""
     ub, ue = sk_start(p, P, U), sk_start(p + 1, P, U)
     ur = rotation(ub, ue, Q)
@@ -92,7 +92,7 @@ def staggered_units(p, P, U, Q, stages):
         st.update(seg_lo=lo, tile=lo // Q, j=0)
         st["seg_hi"] = min(st["lim"], (st["tile"] + 1) * Q)
         st["seg_n"] = st["seg_hi"] - lo
-        st["shift"] = (p * 37) % st["seg_n"]
+        st["shift"] = (p * 2654435761 & 0xFFFFFFFF) % st["seg_n"]
 
     def place():
         o = st["j"] + st["shift"]
