@@ -147,11 +147,6 @@ class WgmmaConfig:
         24 x 128 + 160 x 384 <= 128 x 512 (no spills since e717552's template;
         the producer then runs on the uniform datapath: 67 -> 8 R2UR per
         loop); with four 24 x 128 + 112 x 512 <= 96 x 640."""
-        if self.UA and self.C == 2 and self.MINB == 2:
-            # unsigned A holds the constant -128 operand (four registers) through
-            # the loop: under the even split (80) ptxas serializes the wgmmas
-            # (C7512); 24 x 128 + 104 x 256 <= 80 x 384
-            return (24, 104)
         if self.MINB > 1 and self.C * self.MINB > 4:
             # six consumer warpgroups per SM, for decode: (24 x 128 + 72 x 384) x 2
             # fits 65536 registers
@@ -188,7 +183,8 @@ class WgmmaConfig:
 
     def smem_bytes(self, kb_per_split: int = 0) -> int:
         return (self.STAGES * self.stage_bytes() + 1024          # + alignment slack
-                + self.C * 4 * self.EPI * 32)
+                + self.C * 4 * self.EPI * 32
+                + 2048 * self.UA)                               # unsigned A's constant operand
 
     PROBE_WORDS = 20     # u64 counters per CTA in the probe build
 

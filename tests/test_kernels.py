@@ -58,7 +58,9 @@ def test_gemm_kernels_dequantize_with_imad_lop3_and_use_tensor_cores(report):
         assert s.get("PRMT", 0) > 0, "z broadcast into four lanes"
         if r["family"] == "gemm_wgmma_sm90":
             a = r["igmma_a"]
-            assert a["register"] == s.get("IGMMA") and a["shared"] == 0, (r["name"], a)
+            # unsigned A: one more wgmma per k-step, its constant A in shared memory
+            shared = a["register"] if r["config"].get("UA") else 0
+            assert a["register"] + shared == s.get("IGMMA") and a["shared"] == shared, (r["name"], a)
             assert a["register"] >= 8, "two banks of four k-steps"
 
 
@@ -249,7 +251,7 @@ def test_forced_config_parsing(monkeypatch):
     monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn16_st8_ua_c264")
     p = configs.forced(16, 57344, 8192)
     assert p.config == configs.WgmmaConfig(16, 8, UA=1) and p.config.tag == "bn16_st8_ua"
-    assert p.config.REGS == (24, 104) and p.grid == (264, 1, 1)
+    assert p.config.REGS == () and p.grid == (264, 1, 1)
     monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn8_st7_wg3_mb2_sh_c264")
     p = configs.forced(1, 57344, 8192)
     assert p.config == configs.WgmmaConfig(8, 7, 3, 2, SH=1) and p.config.tag == "bn8_st7_wg3_mb2_sh"
