@@ -10,7 +10,8 @@
 #   STEPS="bench" benchmarks/gpu_check.sh                          # some steps only (default:
 #                                           tests sanitizer examples autotune bench; also
 #                                           `host`: eager per-call cost and quantize vs GEMM;
-#                                           `probe`: benchmarks/probe_stages.py on PROBE_SHAPES)
+#                                           `probe`: benchmarks/probe_stages.py on PROBE_SHAPES;
+#                                           `decode`: benchmarks/decode_ab.sh; `ab`: benchmarks/ab_run.sh)
 set -uo pipefail
 OUT=${OUT:-/tmp/lqq-gpu-check}
 mkdir -p "$OUT"
@@ -76,6 +77,16 @@ $PY benchmarks/probe_stages.py ${PROBE_SHAPES:-64,8192,8192 1,8192,8192 1,57344,
 status+=("probe: exit $?")
 fi
 
+if step decode; then          # not in the default steps: benchmarks/decode_ab.sh (B8, B16, S8, S16)
+OUT="$OUT/decode" bash benchmarks/decode_ab.sh > "$OUT/decode.txt" 2>&1
+status+=("decode A/B: exit $?")
+fi
+
+if step ab; then              # not in the default steps: the trees of benchmarks/ab_prepare.sh
+OUT="$OUT/ab" bash benchmarks/ab_run.sh > "$OUT/ab.txt" 2>&1
+status+=("ab: exit $?")
+fi
+
 if step bench; then
 $PY -m lqq bench --m "${BENCH_M:-1,16,64,256,1024,4096}" ${BENCH_LAYERS:+--layers $BENCH_LAYERS} \
   --groups "${BENCH_GROUPS:-7}" --json > "$OUT/bench.json" 2> "$OUT/bench.err"
@@ -95,4 +106,6 @@ printf '%s\n' "${status[@]}"
 [ -f "$OUT/llama_block.md" ] && { echo; echo "llama_block (one Llama-3-8B layer's linears):"; cat "$OUT/llama_block.md"; }
 [ -f "$OUT/host.txt" ] && { echo; echo "host path (eager us/call; quantize vs GEMM, PDL off then on):"; cat "$OUT/host.txt"; }
 [ -f "$OUT/probe.txt" ] && { echo; echo "probe (benchmarks/probe_stages.py):"; cat "$OUT/probe.txt"; }
+[ -f "$OUT/decode.txt" ] && { echo; sed -n '/== decode A\/B/,$p' "$OUT/decode.txt"; }
+[ -f "$OUT/ab.txt" ] && { echo; echo "A/B of .ab trees:"; tail -n 40 "$OUT/ab.txt"; }
 [ -f "$OUT/bench.md" ] && { echo; cat "$OUT/bench.md"; }
