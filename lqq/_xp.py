@@ -59,7 +59,7 @@ def as_array(a):
     if is_torch(a):
         if a.is_cuda:
             cp = _require_cupy("a CUDA torch tensor")
-            with _on_torch_stream(cp):
+            with torch_current_stream(cp):
                 return cp.from_dlpack(a.detach()), "torch"
         return _torch_cpu_to_numpy(a.detach()), "torch"
     if hasattr(a, "__cuda_array_interface__"):
@@ -85,7 +85,9 @@ class _StreamHandle:
 
 def torch_current_stream(cp):
     """torch's current CUDA stream as a CuPy stream (a view: CuPy neither owns
-    nor synchronizes it)."""
+    nor synchronizes it). DLPack exchanges synchronize the producer's stream
+    with the consumer's; making torch's current stream CuPy's too keeps that
+    a no-op, which is also what keeps it legal inside torch.cuda.graph capture."""
     import torch
     handle = torch.cuda.current_stream().cuda_stream
     if hasattr(cp.cuda.Stream, "from_external"):
@@ -110,20 +112,13 @@ def _numpy_to_torch(a: np.ndarray):
     return torch.from_numpy(a)
 
 
-def _on_torch_stream(cp):
-    """DLPack exchanges synchronize the producer's stream with the consumer's;
-    making torch's current stream CuPy's too keeps that a no-op, which is also
-    what keeps it legal inside torch.cuda.graph capture."""
-    return torch_current_stream(cp)
-
-
 def hand_back(result, kind):
     """Convert a numpy/cupy result to the caller's kind (no copy for torch)."""
     if kind == "torch":
         import torch
         if isinstance(result, np.ndarray):
             return _numpy_to_torch(result)
-        with _on_torch_stream(cupy_or_none()):
+        with torch_current_stream(cupy_or_none()):
             return torch.from_dlpack(result)
     return result
 

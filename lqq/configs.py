@@ -384,7 +384,9 @@ def _parse_forced(text: str):
     fields = {}
     for part in parts:
         key = part.rstrip("0123456789")
-        fields[key] = int(part[len(key):] or (1 if key in ("ua", "sh") else "x"))   # flags
+        digits = part[len(key):]
+        # "ua" and "sh" are flags; every other field needs its number
+        fields[key] = 1 if key in ("ua", "sh") and not digits else int(digits)
     splits = fields.pop("s", 1)
     ctas = fields.pop("c", None) if family == "wgmma" else None
     if family == "decode":

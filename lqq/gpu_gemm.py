@@ -10,19 +10,9 @@ import numpy as np
 
 from . import _xp, configs, gpu_activation, launch, packing, tma
 
-OUT_KINDS = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.int32): 3}
-OUT_BF16 = 2                 # bfloat16 (ml_dtypes' dtype, which NumPy itself lacks)
+# by dtype name, as bfloat16 (ml_dtypes') has no NumPy type to key on
+OUT_KINDS = {"float16": 0, "float32": 1, "bfloat16": 2, "int32": 3}
 BIAS_KINDS = {"none": 0, "float16": 1, "float32": 2, "bfloat16": 3}
-
-
-def out_kind(dtype) -> int:
-    dt = np.dtype(dtype)
-    kind = OUT_KINDS.get(dt)
-    if kind is None and dt.name == "bfloat16":
-        kind = OUT_BF16
-    if kind is None:
-        raise TypeError(f"no kernel writes {dt.name} outputs")
-    return kind
 
 
 _scratch: dict = {}
@@ -199,7 +189,7 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
     ints = tuple(np.int32(v) for v in (
         M, N, K, p.n_pad // 64, p.k_pad // packing.K_BLOCK, p.groups_pad, w.group_size,
         -(-p.n_pad // (64 * cfg.RB)) if wgmma else plan.kb_per_split,
-        out_kind(out_dtype), bias_kind))
+        OUT_KINDS[np.dtype(out_dtype).name], bias_kind))
     maps = ()
     if wgmma:
         geometry = tma.packed_geometry(p.n_pad // packing.ROW_BLOCK, p.k_pad // packing.K_BLOCK,
