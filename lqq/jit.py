@@ -165,7 +165,12 @@ def default_arch() -> str:
 
 def _options(arch: str, options) -> list[str]:
     # -v puts register/spill counts and ptxas warnings (e.g. C7510) in the log.
-    return [f"--gpu-architecture={arch}", "-std=c++17", "--ptxas-options=-v", *options]
+    # NVRTC 12.9+ keeps its own cache of ptxas results where a driver is
+    # present, and a hit returns the cubin with an empty log (no figures, no
+    # warnings); lqq's cache already stores the cubin with its log, so NVRTC's
+    # is turned off.
+    no_cache = ["--no-cache"] if nvrtc.version() >= (12, 9) else []
+    return [f"--gpu-architecture={arch}", "-std=c++17", "--ptxas-options=-v", *no_cache, *options]
 
 
 def _key(source: str, opts: list[str], arch: str) -> str:

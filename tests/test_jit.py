@@ -141,6 +141,26 @@ def test_key_tracks_source_and_options():
 
 
 @needs_nvrtc
+def test_recompiling_the_same_source_still_gets_the_ptxas_figures(cache):
+    # NVRTC 12.9+ serves a repeat compile from its own cache where a driver is
+    # present, with an empty log (seen on the H200 machine): lqq's figures,
+    # spill checks and serialization warnings all read that log
+    first = _compile()
+    jit.clear_cache()
+    again = _compile()
+    assert not again.cached
+    for c in (first, again):
+        assert "lqq_selftest" in sass.parse_ptxas_log(c.log)["kernels"], c.log
+
+
+def test_nvrtc_cache_off_where_nvrtc_has_one(monkeypatch):
+    monkeypatch.setattr(jit.nvrtc, "version", lambda: (12, 9))
+    assert "--no-cache" in jit._options("sm_90a", ())
+    monkeypatch.setattr(jit.nvrtc, "version", lambda: (12, 8))   # the flag is an error there
+    assert "--no-cache" not in jit._options("sm_90a", ())
+
+
+@needs_nvrtc
 def test_syntax_error_reports_log_and_source(cache):
     bad = _source().replace("if (i < n)", "if (i < n")
     with pytest.raises(jit.CompileError) as info:
