@@ -110,8 +110,6 @@ class WgmmaConfig:
     STAGES: int
     C: int = 2
     MB: int = 0          # CTAs per SM to size registers for; 0: the default (MINB)
-    UA: int = 0          # 1: unsigned A, a constant -128 wgmma per k-step instead of XORs
-    SH: int = 0          # 1: each CTA's segments start at a CTA-dependent k-block
 
     @property
     def RB(self) -> int:             # 64-row slabs per tile, as the other families call it
@@ -123,13 +121,11 @@ class WgmmaConfig:
 
     @property
     def tag(self) -> str:
-        """bn.._st..[_wgC][_mbB][_ua][_sh]: the part of the kernel name and of
+        """bn.._st..[_wgC][_mbB]: the part of the kernel name and of
         LQQ_FORCE_CONFIG that names the config."""
         wg = f"_wg{self.C}" if self.C != 2 else ""
         mb = f"_mb{self.MB}" if self.MB else ""
-        ua = "_ua" if self.UA else ""
-        sh = "_sh" if self.SH else ""
-        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}{ua}{sh}"
+        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}"
 
     @property
     def name(self) -> str:
@@ -183,8 +179,7 @@ class WgmmaConfig:
 
     def smem_bytes(self, kb_per_split: int = 0) -> int:
         return (self.STAGES * self.stage_bytes() + 1024          # + alignment slack
-                + self.C * 4 * self.EPI * 32
-                + 2048 * self.UA)                               # unsigned A's constant operand
+                + self.C * 4 * self.EPI * 32)
 
     PROBE_WORDS = 20     # u64 counters per CTA in the probe build
 
@@ -193,10 +188,6 @@ class WgmmaConfig:
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
                   "MINB": self.MINB, "EPI": self.EPI}
-        if self.UA:
-            params["UA"] = 1
-        if self.SH:
-            params["SH"] = 1
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",
@@ -211,17 +202,7 @@ WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4),
     (256, 5))) + tuple(WIDE_DECODE.values()) + tuple(
     WgmmaConfig(bn, st, 4) for bn, st in ((16, 8), (32, 8), (64, 8))) + tuple(
-    WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6))) + (
-    # unsigned A for decode (forced only until measured): no XOR per four weights
-    # (not with three consumers of 72 registers: ptxas serializes the wgmmas, C7512)
-    WgmmaConfig(8, 8, UA=1), WgmmaConfig(16, 8, UA=1)) + (
-    # staggered segment starts for decode (forced only until measured)
-    WgmmaConfig(8, 8, SH=1), WgmmaConfig(8, 7, 3, 2, SH=1))
-
-
-# Forced only (LQQ_FORCE_CONFIG) until measured on a GPU: never a candidate
-# for autotune nor chosen by the heuristic.
-EXPERIMENTAL = frozenset(c for c in WGMMA_CONFIGS if c.UA or c.SH)
+    WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6)))
 
 
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
@@ -384,17 +365,14 @@ def _parse_forced(text: str):
     fields = {}
     for part in parts:
         key = part.rstrip("0123456789")
-        digits = part[len(key):]
-        # "ua" and "sh" are flags; every other field needs its number
-        fields[key] = 1 if key in ("ua", "sh") and not digits else int(digits)
+        fields[key] = int(part[len(key):])
     splits = fields.pop("s", 1)
     ctas = fields.pop("c", None) if family == "wgmma" else None
     if family == "decode":
         cfg = DecodeConfig(fields.pop("bm"), fields.pop("rb"), fields.pop("pf"))
         legal = DECODE_CONFIGS
     elif family == "wgmma":
-        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2), fields.pop("mb", 0),
-                          fields.pop("ua", 0), fields.pop("sh", 0))
+        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2), fields.pop("mb", 0))
         legal = WGMMA_CONFIGS
     else:
         cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))
@@ -530,8 +508,6 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
     if wgmma:
         chosen = wgmma_for(M, N, K, sm_count)
         for cfg in WGMMA_CONFIGS:
-            if cfg in EXPERIMENTAL:
-                continue
             if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == chosen:
                 tiles, _ = wgmma_units(cfg, M, N, K)
                 for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles):

@@ -58,9 +58,7 @@ def test_gemm_kernels_dequantize_with_imad_lop3_and_use_tensor_cores(report):
         assert s.get("PRMT", 0) > 0, "z broadcast into four lanes"
         if r["family"] == "gemm_wgmma_sm90":
             a = r["igmma_a"]
-            # unsigned A: one more wgmma per k-step, its constant A in shared memory
-            shared = a["register"] if r["config"].get("UA") else 0
-            assert a["register"] + shared == s.get("IGMMA") and a["shared"] == shared, (r["name"], a)
+            assert a["register"] == s.get("IGMMA") and a["shared"] == 0, (r["name"], a)
             assert a["register"] >= 8, "two banks of four k-steps"
 
 
@@ -248,31 +246,12 @@ def test_forced_config_parsing(monkeypatch):
     p = configs.forced(1, 57344, 8192)
     assert p.config == configs.WgmmaConfig(8, 7, 3, 2) and p.grid == (264, 1, 1)
     assert p.config.MINB == 2 and p.config.REGS == (24, 72) and p.config.tag == "bn8_st7_wg3_mb2"
-    monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn16_st8_ua_c264")
-    p = configs.forced(16, 57344, 8192)
-    assert p.config == configs.WgmmaConfig(16, 8, UA=1) and p.config.tag == "bn16_st8_ua"
-    assert p.config.REGS == () and p.grid == (264, 1, 1)
-    monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn8_st7_wg3_mb2_sh_c264")
-    p = configs.forced(1, 57344, 8192)
-    assert p.config == configs.WgmmaConfig(8, 7, 3, 2, SH=1) and p.config.tag == "bn8_st7_wg3_mb2_sh"
     for bad in ("bm7_rb1", "decode_bm8_rb1", "mma_bm32_rb1_x2", "hello", "wgmma_bn16_st8_c0",
                 "wgmma_bn24_st8", "mma_bm32_rb1_c4", "wgmma_bn128_st6_wg4", "wgmma_bn64_st8_wg5",
-                "wgmma_bn8_st7_wg3", "wgmma_bn8_st8_mb3", "wgmma_bn8_st7_wg3_mb2_ua",
-                "wgmma_bn8_st8_ua2", "wgmma_bn8_st8_wg"):
+                "wgmma_bn8_st7_wg3", "wgmma_bn8_st8_mb3"):
         monkeypatch.setenv("LQQ_FORCE_CONFIG", bad)
         with pytest.raises(ValueError, match="LQQ_FORCE_CONFIG"):
             configs.forced(5, 4096, 4096)
-
-
-def test_experimental_configs_are_forced_only():
-    """Configs not yet measured on a GPU (unsigned A, staggered walks) are
-    never autotune candidates nor the heuristic's choice."""
-    assert configs.EXPERIMENTAL and configs.EXPERIMENTAL <= set(configs.WGMMA_CONFIGS)
-    for M in (1, 8, 16, 32, 64):
-        for N, K in ((4096, 4096), (57344, 8192), (8192, 28672)):
-            plans = configs.candidates(M, N, K, 132, wgmma=True)
-            assert plans and not {p.config for p in plans} & configs.EXPERIMENTAL
-            assert configs.heuristic(M, N, K, 132, wgmma=True).config not in configs.EXPERIMENTAL
 
 
 def test_igmma_operand_a_parser():
