@@ -249,23 +249,31 @@ def plan(config, M: int, N: int, K: int, splits: int = 1, ctas: int | None = Non
 
 
 def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
-    """The Hopper config for M tokens (probes on the H100, RESULTS.md): the
-    narrowest tile that covers M up to 128 tokens, with four consumer
-    warpgroups for 17..64 on layers larger than 4096 x 4096 and three (192
-    weight rows a tile) for 65..96, and for 97..128 on the largest layers;
-    one 192-token tile for 129..192 and one 256-token tile for 193..256 on
-    larger layers, two 96- or 128-token tiles on small ones; 256 once M >= 1024, or M >= 256 on wide layers (N >= 8192),
-    where the wider B tile halves the weight traffic per token. Between those,
-    128-token tiles, with three consumers where that fits the tiles in one
-    wave of sm_count CTAs and two do not."""
+    """The Hopper config for M tokens (probes on the H100, autotune on the
+    H200: RESULTS.md; benchmarks/heuristic_vs_tuned.py checks this function
+    against a stored autotune run). The narrowest tile that covers M up to
+    128 tokens; more consumer warpgroups where the layer has tiles to spare
+    (decode and 17..64 tokens on large layers, 65..96, 97..128 on large
+    layers); one 192-token tile for 129..192 and one 256-token tile for
+    193..256 on larger layers, two narrower tiles on small ones; 256 once
+    M >= 1024, from 512 on all but the smallest layers, or M >= 256 on wide
+    layers (N >= 8192), where the wider B tile halves the weight traffic per
+    token. Between those, 128-token tiles, with three consumers where that
+    fits the tiles in one wave of sm_count CTAs and two do not."""
     small = N * K <= SMALL_LAYER
-    if M >= 1024 or (M >= 256 and N >= 8192) or (192 < M <= 256 and not small):
-        # 28672 x 4096 at M = 224: 0.085 ms against 0.102 for two 128-token tiles
-        return WgmmaConfig(256, 5)
-    if 16 < M <= 64 and N * K > SMALL_DECODE:
-        # four consumer warpgroups: 1.10-1.25x two at M = 32 and 64 (the
-        # consumers' per-k-block chain, not bandwidth, bounds two), not at 16 or
-        # 128, nor on 4096 x 4096 at M = 64 (17.5 us against 15.8 for two)
+    big = N * K >= BIG_LAYER
+    if (M >= 1024 or (M >= 512 and N * K > TINY_LAYER) or (M >= 256 and N >= 8192)
+            or (192 < M <= 256 and not small)):
+        # 28672 x 4096 at M = 224: 0.085 ms against 0.102 for two 128-token
+        # tiles (H100); at M = 512 on 4096 x 14336, 1.24x a 128-token tile
+        # (H200). Four stages beat five by 1.01-1.12x at M = 256..1024 on
+        # every Llama-3 layer (H200); from 2048 tokens five, not yet compared.
+        return WgmmaConfig(256, 4 if M < 2048 else 5)
+    if 16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > TINY_LAYER)):
+        # four consumer warpgroups (half as many tiles): 1.10-1.25x two at
+        # M = 32 and 64 on large layers (H100); on the H200 at M = 32 from
+        # N = 8192 (1.01-1.20x), at M = 64 only from 28672 x 4096 (1.07-1.13x;
+        # 8192 x 8192: 0.92x, 6144 x 4096: 0.76x), never on 4096 x 4096
         return WgmmaConfig(32 if M <= 32 else 64, 8, 4)
     if 64 < M <= 96 or (128 < M <= 192 and small):
         # three consumers: 1.10-1.19x a 128-token tile at M = 65 and 96 on 70B
@@ -274,23 +282,29 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
     if 128 < M <= 192:
         # one 192-token tile: 1.35-1.77x two 128-token tiles at M = 160 and 192
         return WgmmaConfig(192, 5)
-    if 96 < M <= 128 and N * K >= LARGE_LAYER:
+    if 96 < M <= 128 and big:
         # three consumers: 1.07-1.13x two at M = 112 and 128 on the 70B MLP
-        # layers; even on 28672 x 4096, slower on smaller ones
+        # layers (H100), 1.07x on 28672 x 4096 (H200); slower on smaller ones
         return WgmmaConfig(128, 6, 3)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
-    if M <= 16 and N * K > HUGE_DECODE:
-        # six consumer warpgroups per SM (two CTAs of three): 1.05x two CTAs of
-        # two on 57344 x 8192 at M = 1 and 16 (H200: 0.0650 against 0.0685 ms,
-        # 0.0674 against 0.0712); 1.00-1.01x on 8192 x 28672, slower on 8192 x 8192
-        return WIDE_DECODE[bn]
+    if M <= 16 and big:
+        # six consumer warpgroups per SM (two CTAs of three) for up to 8
+        # tokens: 1.03-1.05x two CTAs of two on 28672 x 4096 and 57344 x 8192
+        # (H200), even on 8192 x 28672, slower below; for 9..16 tokens one
+        # CTA of four: 1.02-1.04x on 57344 x 8192 and 8192 x 28672, even on
+        # 28672 x 4096 (H200 autotune at M = 1, 4 and 16)
+        return WIDE_DECODE[8] if bn == 8 else WgmmaConfig(16, 8, 4)
     if M > 256:
         # one wave of 192-row tiles beats 1.5 waves of 128-row ones (stream-K):
-        # 6144 x 4096 at M = 512, 0.031 ms against 0.043
+        # 6144 x 4096 at M = 512, 0.031 ms against 0.043 (H100)
         tiles = lambda c: wgmma_units(WgmmaConfig(128, 6, c), M, N, K)[0]
         if tiles(2) > sm_count >= tiles(3):
             return WgmmaConfig(128, 6, 3)
-    return WgmmaConfig(bn, 8 if bn <= 64 else 6)
+    # stages (H200 autotune): 128-token tiles 1.01-1.05x faster on four than
+    # six; 64-token tiles on four below N = 8192 (1.02-1.07x), where a layer
+    # has few tiles, on eight from there (1.03-1.05x)
+    stages = {64: 4 if N < 8192 else 8, 128: 4}.get(bn, 8)
+    return WgmmaConfig(bn, stages)
 
 
 def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
@@ -302,43 +316,50 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     tiles, Q = wgmma_units(cfg, M, N, K)
     slots = sm_count * cfg.MINB
     waves = tiles / slots
-    whole_waves = 0.8 <= waves <= 1 or (waves > 1 and -(-tiles // slots) / waves <= 1.08)
+    # (from 0.7 waves: 96 256-token tiles on 132 SMs, 1.09x stream-K, H200)
+    whole_waves = 0.7 <= waves <= 1 or (waves > 1 and -(-tiles // slots) / waves <= 1.08)
     # short tiles in many waves: one persistent wave saves every CTA's
     # pipeline fill and launch (28672 x 4096 at M = 1024 / 4096, 6.8 / 27
     # waves: 0.255 vs 0.297 ms, 0.99 vs 1.16 ms; at K >= 8192 one CTA per tile won)
     short_many = Q <= 32 and waves > 6
-    if whole_waves and cfg.C != 4 and not short_many:  # four consumers: one stream-K wave only
+    # four-stage 256-token tiles (M < 2048) past one wave: one stream-K wave
+    # beat one CTA per tile on every such Llama-3 layer at M = 512 and 1024,
+    # by 1.02-1.16x (H200 autotune; five stages preferred one CTA per tile)
+    wide_many = cfg.BN == 256 and cfg.STAGES == 4 and waves > 1
+    # (four consumers too take one CTA per tile: 28672 x 4096 at M = 16..64,
+    # 112 tiles on 132 SMs, 1.03-1.07x one stream-K wave on the H200)
+    if whole_waves and not short_many and not wide_many:
         return tiles
     return min(slots, tiles * Q)
 
 
-# Up to this many weights, decode (M <= 16) stays on the mma.sync decode kernel
-# on Hopper too: 4096 x 4096 at M = 1 took 0.0100 ms there against 0.0123 ms
-# on the wgmma kernel (autotune: 1.14x at M = 16); from 6144 x 4096 up the
-# wgmma kernel is as fast or faster (RESULTS.md, 2026-11-23).
-SMALL_DECODE = 4096 * 4096
+# Up to this many weights, 17..64 tokens stay on two consumer warpgroups and
+# 512..1023 tokens on 128-token tiles. (As SMALL_DECODE it also kept decode,
+# M <= 16, on the mma.sync decode kernel, 1.14x faster there on the H100 on
+# 2026-11-23; the Hopper kernel has since gone past it: 1.23-1.29x the decode
+# kernel at M = 1, 4 and 16 on 4096 x 4096, H200.)
+TINY_LAYER = 4096 * 4096
 # Up to this many weights, 129..256 tokens run as two narrower tiles (more
 # tiles to spread over the SMs) rather than one wide one (RESULTS.md).
 SMALL_LAYER = 6144 * 4096
-# From this many weights, 97..128 tokens run on three consumer warpgroups.
-LARGE_LAYER = 8192 * 28672
-# Past this many weights, decode runs six consumer warpgroups per SM.
-HUGE_DECODE = 8192 * 28672
+# From this many weights, decode and 17..128 tokens run on more consumer
+# warpgroups per SM (the tile counts of smaller layers do not fill the SMs).
+BIG_LAYER = 28672 * 4096
 
 
 def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:
-    """Few tokens (M <= 16): the decode kernel; K is split so that a CTA streams
-    at most 32 k-blocks (2048 k) and there are at least four CTAs per SM (a sweep
-    on the H100, benchmarks/tune_decode.py, RESULTS.md). Otherwise the general
-    kernel: the smallest BM that covers M (at most 128), two slabs per CTA once
-    the grid is large anyway, split K to reach two CTAs per SM. ``wgmma``: the
-    GPU and the weight can run the Hopper kernel (configs.wgmma_eligible), which
-    then takes every M (but decode of layers up to SMALL_DECODE weights) on a
-    persistent grid (wgmma_for picks the tile, wgmma_grid the CTAs; RESULTS.md
-    has the measurements)."""
+    """``wgmma``: the GPU and the weight can run the Hopper kernel
+    (configs.wgmma_eligible), which then takes every M on a persistent grid
+    (wgmma_for picks the tile, wgmma_grid the CTAs; RESULTS.md has the
+    measurements). Otherwise, few tokens (M <= 16): the decode kernel; K is
+    split so that a CTA streams at most 32 k-blocks (2048 k) and there are at
+    least four CTAs per SM (a sweep on the H100, benchmarks/tune_decode.py).
+    More tokens: the general kernel, the smallest BM that covers M (at most
+    128), two slabs per CTA once the grid is large anyway, split K to reach two
+    CTAs per SM."""
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
-    if M <= 16 and (not wgmma or N * K <= SMALL_DECODE):
+    if M <= 16 and not wgmma:
         # two slabs per CTA paid off only for 16 tokens on wide layers
         cfg = DecodeConfig(8, 1, 4) if M <= 8 else DecodeConfig(16, 2 if Nb >= 2 * sm_count else 1, 4)
         ctas = -(-Nb // cfg.RB)
@@ -508,7 +529,8 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
     if wgmma:
         chosen = wgmma_for(M, N, K, sm_count)
         for cfg in WGMMA_CONFIGS:
-            if M / 4 <= cfg.BN <= max(8, 4 * M) or cfg == chosen:
+            # the chosen tile on every stage count (4 and 5 for 256 tokens at any M)
+            if M / 4 <= cfg.BN <= max(8, 4 * M) or (cfg.BN, cfg.C) == (chosen.BN, chosen.C):
                 tiles, _ = wgmma_units(cfg, M, N, K)
                 for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles):
                     add(plan(cfg, M, N, K, ctas=ctas))

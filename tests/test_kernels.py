@@ -177,9 +177,6 @@ def test_heuristic_plans_are_legal(M, N, K, sms):
 @pytest.mark.parametrize("sms", [1, 78, 132])
 def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     p = configs.heuristic(M, N, K, sms, wgmma=True)
-    if M <= 16 and N * K <= configs.SMALL_DECODE:
-        assert p == configs.heuristic(M, N, K, sms), "small decode stays on the mma.sync kernel"
-        return
     assert isinstance(p.config, configs.WgmmaConfig) and p.config in configs.WGMMA_CONFIGS
     assert configs.why_illegal(p, M, N, K) is None
     tiles, Q = configs.wgmma_units(p.config, M, N, K)
@@ -188,20 +185,21 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     if p.grid[0] == tiles and tiles > slots:
         assert -(-tiles // slots) * slots <= 1.08 * tiles, "whole waves, nearly"
     if p.grid[0] == tiles and tiles * Q > slots:
-        assert tiles >= 0.8 * slots, "stream-K when one CTA per tile leaves SMs idle"
+        assert tiles >= 0.7 * slots, "stream-K when one CTA per tile leaves SMs idle"
     small = N * K <= configs.SMALL_LAYER
+    big = N * K >= configs.BIG_LAYER
     if M <= 128:
         assert p.config.BN >= M, "one tile covers the tokens up to 128"
     if 128 < M <= 256 and not small:
         assert p.config.BN >= M, "one tile covers up to 256 tokens on larger layers"
-    assert (p.config.C == 4) == (16 < M <= 64 and N * K > configs.SMALL_DECODE), \
-        "four consumer warpgroups for 17..64 tokens on layers larger than 4096 x 4096"
+    assert (p.config.C == 4) == (16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > configs.TINY_LAYER))
+                                 or (8 < M <= 16 and big)), \
+        "four consumer warpgroups for 17..64 tokens on large layers, 17..32 on wide ones, 9..16 on large ones"
     assert (p.config.C == 3) == (64 < M <= 96 or (128 < M <= 192 and small)
-                                 or (96 < M <= 128 and N * K >= configs.LARGE_LAYER)
-                                 or (M <= 16 and N * K > configs.HUGE_DECODE)), \
-        "three consumer warpgroups for 65..96 tokens, 97..128 on the largest layers, " \
-        "129..192 on small layers, and decode on the largest"
-    assert (p.config.MINB == 2) == (M <= 16), "two CTAs per SM for decode tiles"
+                                 or (96 < M <= 128 and big) or (M <= 8 and big)), \
+        "three consumer warpgroups for 65..96 tokens, 97..128 on large layers, " \
+        "129..192 on small layers, and decode of up to 8 tokens on large ones"
+    assert (p.config.MINB == 2) == (M <= 16 and p.config.C != 4), "two CTAs per SM for decode tiles"
 
 
 def test_short_tiles_in_many_waves_take_one_stream_k_wave():
@@ -294,24 +292,40 @@ def test_hopper_heuristic_boundaries():
     """The measured thresholds of wgmma_for, written out (RESULTS.md)."""
     W = configs.WgmmaConfig
     big, small = (8192, 28672), (4096, 4096)
+    # decode: more consumer warpgroups per SM from 28672 x 4096 weights
+    assert configs.wgmma_for(1, 4096, 4096) == W(8, 8), "Hopper decode on small layers too"
+    assert configs.wgmma_for(8, 28672, 4096) == configs.WIDE_DECODE[8]
+    assert configs.wgmma_for(8, 10240, 8192) == W(8, 8)
+    assert configs.wgmma_for(16, 57344, 8192) == W(16, 8, 4)
+    assert configs.wgmma_for(16, 10240, 8192) == W(16, 8)
+    # 17..64: four consumers on large layers, and up to 32 tokens on wide ones
+    assert configs.wgmma_for(32, 8192, 8192) == W(32, 8, 4)
+    assert configs.wgmma_for(32, 6144, 4096) == W(32, 8)
+    assert configs.wgmma_for(32, 8192, 2048) == W(32, 8), "not on 4096 x 4096 weights or fewer"
+    assert configs.wgmma_for(64, 28672, 4096) == W(64, 8, 4)
+    assert configs.wgmma_for(64, 8192, 8192) == W(64, 8)
+    assert configs.wgmma_for(64, 6144, 4096) == W(64, 4), "four stages below N = 8192"
     assert configs.wgmma_for(96, *big) == W(96, 6, 3)
-    assert configs.wgmma_for(97, *big) == W(128, 6, 3), "three consumers on the largest layers"
-    assert configs.wgmma_for(97, 8192, 8192) == W(128, 6)
+    assert configs.wgmma_for(97, *big) == W(128, 6, 3), "three consumers on large layers"
+    assert configs.wgmma_for(128, 28672, 4096) == W(128, 6, 3)
+    assert configs.wgmma_for(97, 8192, 8192) == W(128, 4)
     assert configs.wgmma_for(128, 57344, 8192) == W(128, 6, 3)
     assert configs.wgmma_for(129, *big) == W(192, 5)
     assert configs.wgmma_for(129, *small) == W(96, 6, 3), "two 96-token tiles on small layers"
     assert configs.wgmma_for(129, 6144, 4096) == W(96, 6, 3)
     assert configs.wgmma_for(129, 6144, 4160) == W(192, 5)
     assert configs.wgmma_for(192, *big) == W(192, 5)
-    assert configs.wgmma_for(193, *big) == W(256, 5)
-    assert configs.wgmma_for(193, *small) == W(128, 6)
-    assert configs.wgmma_for(256, 8192, 2048) == W(256, 5), "N >= 8192 at M = 256"
-    assert configs.wgmma_for(257, *small) == W(128, 6)
-    # 257..1023 tokens on narrower layers: three consumers when that makes one wave
-    assert configs.wgmma_for(512, 6144, 4096) == W(128, 6, 3), "128 tiles against 192"
-    assert configs.wgmma_for(512, 4096, 4096) == W(128, 6), "128 tiles of two slabs: one wave"
-    assert configs.wgmma_for(640, 6144, 4096) == W(128, 6), "160 tiles even with three"
-    assert configs.wgmma_for(512, 6144, 4096, sm_count=200) == W(128, 6)
+    assert configs.wgmma_for(193, *big) == W(256, 4)
+    assert configs.wgmma_for(193, *small) == W(128, 4)
+    assert configs.wgmma_for(256, 8192, 2048) == W(256, 4), "N >= 8192 at M = 256"
+    assert configs.wgmma_for(257, *small) == W(128, 4)
+    # 257..511 tokens on narrower layers: three consumers when that makes one wave
+    assert configs.wgmma_for(384, 6144, 4096) == W(128, 6, 3), "96 tiles against 144"
+    assert configs.wgmma_for(384, 6144, 4096, sm_count=200) == W(128, 4)
+    assert configs.wgmma_for(512, 4096, 4096) == W(128, 4), "128 tiles of two slabs: one wave"
+    assert configs.wgmma_for(512, 6144, 4096) == W(256, 4), "from 512 tokens past 4096 x 4096"
+    assert configs.wgmma_for(2047, *big) == W(256, 4)
+    assert configs.wgmma_for(2048, *big) == W(256, 5), "five stages from 2048 tokens"
 
 
 @pytest.mark.parametrize("group_size,K", [(32, 4096), (64, 1024), (128, 512), (256, 2048),

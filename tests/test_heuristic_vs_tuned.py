@@ -1,0 +1,35 @@
+"""benchmarks/heuristic_vs_tuned.py: the heuristic scored against a stored
+autotune run, and the heuristic's plans on that run's problems were among
+the candidates it timed (a heuristic that picks a plan nobody measured on
+these layers shows up here, not only in the next benchmark)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+spec = importlib.util.spec_from_file_location("heuristic_vs_tuned", ROOT / "benchmarks" / "heuristic_vs_tuned.py")
+hvt = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hvt)
+RUNS = sorted((ROOT / "benchmarks" / "results").glob("autotune-*.json"))
+
+
+def test_rows_look_up_the_heuristic_plan_among_the_timed_candidates():
+    entries = {"4096x4096/g64/m1": {
+        "N": 4096, "K": 4096, "m_bucket": 1, "m_tuned": 1, "heuristic": "old", "heuristic_ms": 0.02,
+        "candidates": [{"config": "wgmma_bn8_st8_c264", "ms": 0.015},
+                       {"config": "other", "ms": 0.010}, {"config": "broken", "ms": None}]}}
+    (key, text, ratio, old, old_ratio), = hvt.rows(entries, 132)
+    assert (key, text, old) == ("4096x4096/g64/m1", "wgmma_bn8_st8_c264", "old")
+    assert ratio == pytest.approx(1.5) and old_ratio == pytest.approx(2.0)
+
+
+@pytest.mark.skipif(not RUNS, reason="no stored autotune run in benchmarks/results")
+@pytest.mark.parametrize("run", RUNS, ids=lambda p: p.name)
+def test_every_heuristic_plan_of_a_stored_run_was_timed(run):
+    data = json.loads(run.read_text())
+    rows = list(hvt.rows(data["entries"], data["device"]["sm_count"]))
+    untimed = [(key, text) for key, text, ratio, *_ in rows if ratio != ratio]
+    assert rows and not untimed, (f"the heuristic picks plans {run.name} never timed: {untimed}; "
+                                  f"time them (lqq autotune) and store the run")
