@@ -201,7 +201,7 @@ WIDE_DECODE = {8: WgmmaConfig(8, 7, 3, 2), 16: WgmmaConfig(16, 6, 3, 2)}
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4),
     (256, 5))) + tuple(WIDE_DECODE.values()) + tuple(
-    WgmmaConfig(bn, st, 4) for bn, st in ((16, 8), (32, 8), (64, 8))) + tuple(
+    WgmmaConfig(bn, st, 4) for bn, st in ((8, 8), (8, 10), (16, 8), (32, 8), (64, 8))) + tuple(
     WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6)))
 
 
