@@ -7,6 +7,8 @@
 #   BENCH_M=1,16,64 BENCH_LAYERS="8B" benchmarks/gpu_check.sh   # a shorter benchmark
 #   BENCH=0 benchmarks/gpu_check.sh                              # no benchmark
 #   TUNE_M=1,16 benchmarks/gpu_check.sh                          # a shorter autotune
+#   TUNE_MODELS="Llama-3-8B Llama-3-70B" TUNE_M=1,4,16,32,64,128,256,512,1024,2048,4096 \
+#     STEPS=autotune benchmarks/gpu_check.sh     # a full run; $OUT/autotune-cache.json holds it
 #   STEPS="bench" benchmarks/gpu_check.sh                          # some steps only (default:
 #                                           tests sanitizer examples autotune bench; also
 #                                           `host`: eager per-call cost and quantize vs GEMM;
@@ -53,11 +55,17 @@ status+=("example llama_block: exit $?")
 fi
 
 if step autotune; then
-$PY -m lqq autotune --model Llama-3-8B --m "${TUNE_M:-1,16,64,256}" --json > "$OUT/autotune.json" \
-  2> "$OUT/autotune.err"
-status+=("autotune Llama-3-8B: exit $?")
-$PY -c "import json; [print(r['N'], r['K'], 'M', r['m_bucket'], r['winner'], 'x%.2f vs heuristic' % r['speedup_vs_heuristic']) for r in json.load(open('$OUT/autotune.json'))]" \
-  > "$OUT/autotune.txt" 2>> "$OUT/autotune.err"
+for model in ${TUNE_MODELS:-Llama-3-8B}; do
+  $PY -m lqq autotune --model "$model" --m "${TUNE_M:-1,16,64,256}" --json > "$OUT/autotune-$model.json" \
+    2>> "$OUT/autotune.err"
+  status+=("autotune $model: exit $?")
+  $PY -c "import json; [print(r['N'], r['K'], 'M', r['m_bucket'], r['winner'], 'x%.2f vs heuristic' % r['speedup_vs_heuristic']) for r in json.load(open('$OUT/autotune-$model.json'))]" \
+    >> "$OUT/autotune.txt" 2>> "$OUT/autotune.err"
+done
+# the whole run (every candidate's time) for benchmarks/results and heuristic_vs_tuned.py
+cache=$(ls "$LQQ_CACHE_DIR"/autotune/*.json 2>/dev/null | head -n 1)
+[ -n "$cache" ] && cp "$cache" "$OUT/autotune-cache.json" \
+  && $PY benchmarks/heuristic_vs_tuned.py "$OUT/autotune-cache.json" | tail -n 1 >> "$OUT/autotune.txt"
 $PY benchmarks/first_call.py > "$OUT/first_call.txt" 2>&1
 status+=("first call: $(tr '\n' ';' < "$OUT/first_call.txt")")
 fi
