@@ -3,7 +3,7 @@
 # forced configs (B8 for M = 1 shapes S8, B16 for M = 16 shapes S16), with the
 # copy ceiling first and optional GPU tests (TESTS, a pytest -k expression).
 # Table last; logs under $OUT.
-#   B8="wgmma_bn8_st8_dq8_c264" S16= TESTS="dq" benchmarks/decode_ab.sh
+#   B8="wgmma_bn8_st8_wg4_c132" S16= TESTS="wg4" benchmarks/decode_ab.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/lqq-decode-ab}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 LQQ_CACHE_DIR=${LQQ_CACHE_DIR:-/tmp/lqq-decode-cache}

@@ -272,7 +272,7 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
     if 16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > TINY_LAYER)):
         # four consumer warpgroups (half as many tiles): 1.10-1.25x two at
         # M = 32 and 64 on large layers (H100); on the H200 at M = 32 from
-        # N = 8192 (1.01-1.20x), at M = 64 only from 28672 x 4096 (1.07-1.13x;
+        # N = 8192 (1.01-1.29x), at M = 64 only from 28672 x 4096 (1.13-1.23x;
         # 8192 x 8192: 0.92x, 6144 x 4096: 0.76x), never on 4096 x 4096
         return WgmmaConfig(32 if M <= 32 else 64, 8, 4)
     if 64 < M <= 96 or (128 < M <= 192 and small):
@@ -336,14 +336,14 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
 # Up to this many weights, 17..64 tokens stay on two consumer warpgroups and
 # 512..1023 tokens on 128-token tiles. (As SMALL_DECODE it also kept decode,
 # M <= 16, on the mma.sync decode kernel, 1.14x faster there on the H100 on
-# 2026-11-23; the Hopper kernel has since gone past it: 1.23-1.29x the decode
-# kernel at M = 1, 4 and 16 on 4096 x 4096, H200.)
+# 2026-11-23; the Hopper kernel has since gone past it: on 4096 x 4096 on the
+# H200, 1.10x, 1.12x and 1.23x the best decode-kernel plan at M = 1, 4 and 16.)
 TINY_LAYER = 4096 * 4096
 # Up to this many weights, 129..256 tokens run as two narrower tiles (more
 # tiles to spread over the SMs) rather than one wide one (RESULTS.md).
 SMALL_LAYER = 6144 * 4096
-# From this many weights, decode and 17..128 tokens run on more consumer
-# warpgroups per SM (the tile counts of smaller layers do not fill the SMs).
+# From this many weights, decode, 33..64 and 97..128 tokens run on more
+# consumer warpgroups per SM (the fewer, larger tiles still fill the SMs).
 BIG_LAYER = 28672 * 4096
 
 

@@ -17,12 +17,18 @@ RUNS = sorted((ROOT / "benchmarks" / "results").glob("autotune-*.json"))
 
 def test_rows_look_up_the_heuristic_plan_among_the_timed_candidates():
     entries = {"4096x4096/g64/m1": {
-        "N": 4096, "K": 4096, "m_bucket": 1, "m_tuned": 1, "heuristic": "old", "heuristic_ms": 0.02,
+        "N": 4096, "K": 4096, "group_size": 64, "m_bucket": 1, "m_tuned": 1, "heuristic": "old",
+        "heuristic_ms": 0.02,
         "candidates": [{"config": "wgmma_bn8_st8_c264", "ms": 0.015},
                        {"config": "other", "ms": 0.010}, {"config": "broken", "ms": None}]}}
     (key, text, ratio, old, old_ratio), = hvt.rows(entries, 132)
     assert (key, text, old) == ("4096x4096/g64/m1", "wgmma_bn8_st8_c264", "old")
     assert ratio == pytest.approx(1.5) and old_ratio == pytest.approx(2.0)
+    # an sm_80 run: the heuristic of the mma.sync families, not timed here
+    (_, text, ratio, *_), = hvt.rows(entries, 108, "8.0")
+    assert text.startswith("decode_") and ratio != ratio
+    entries["4096x4096/g64/m1"]["candidates"] = [{"config": "broken", "ms": None}]
+    assert list(hvt.rows(entries, 132)) == [], "a problem with nothing timed is left out"
 
 
 @pytest.mark.skipif(not RUNS, reason="no stored autotune run in benchmarks/results")

@@ -156,7 +156,9 @@ SHAPES = [(1, 64, 64), (3, 100, 96), (17, 4096, 4096), (100, 130, 384), (257, 28
           (1024, 8192, 28672), (16, 57344, 8192), (8, 4096, 14336), (4096, 6144, 4096),
           (1, 1, 32), (9, 63, 65536), (96, 8192, 8192), (160, 4096, 4096),
           (192, 57344, 8192), (224, 4096, 14336), (65, 100, 4096),
-          (128, 57344, 8192), (100, 8192, 8192)]
+          (128, 57344, 8192), (100, 8192, 8192), (48, 8192, 8192), (64, 6144, 4096),
+          (32, 8192, 8192), (60, 28672, 4096), (384, 6144, 4096), (512, 4096, 14336),
+          (600, 57344, 8192), (2048, 8192, 8192)]
 
 
 @pytest.mark.parametrize("M,N,K", SHAPES)
@@ -195,10 +197,19 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     assert (p.config.C == 4) == (16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > configs.TINY_LAYER))
                                  or (8 < M <= 16 and big)), \
         "four consumer warpgroups for 17..64 tokens on large layers, 17..32 on wide ones, 9..16 on large ones"
+    one_wave_of_192_rows = (256 < M and p.config.BN == 128
+                            and configs.wgmma_units(configs.WgmmaConfig(128, 6, 2), M, N, K)[0] > sms
+                            >= configs.wgmma_units(configs.WgmmaConfig(128, 6, 3), M, N, K)[0])
     assert (p.config.C == 3) == (64 < M <= 96 or (128 < M <= 192 and small)
-                                 or (96 < M <= 128 and big) or (M <= 8 and big)), \
+                                 or (96 < M <= 128 and big) or (M <= 8 and big)
+                                 or one_wave_of_192_rows), \
         "three consumer warpgroups for 65..96 tokens, 97..128 on large layers, " \
-        "129..192 on small layers, and decode of up to 8 tokens on large ones"
+        "129..192 on small layers, decode of up to 8 tokens on large ones, and 257..1023 " \
+        "where 192-row tiles make one wave and 128-row ones do not"
+    if 256 <= M < 2048 and p.config.BN == 256:
+        assert p.config.STAGES == 4, "four stages below 2048 tokens"
+        if tiles > slots:
+            assert p.grid[0] == min(slots, tiles * Q), "one stream-K wave past one wave"
     assert (p.config.MINB == 2) == (M <= 16 and p.config.C != 4), "two CTAs per SM for decode tiles"
 
 
