@@ -334,10 +334,11 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
 
 
 # Up to this many weights, 17..64 tokens stay on two consumer warpgroups and
-# 512..1023 tokens on 128-token tiles. (As SMALL_DECODE it also kept decode,
-# M <= 16, on the mma.sync decode kernel, 1.14x faster there on the H100 on
-# 2026-11-23; the Hopper kernel has since gone past it: on 4096 x 4096 on the
-# H200, 1.10x, 1.12x and 1.23x the best decode-kernel plan at M = 1, 4 and 16.)
+# 512..1023 tokens on 128-token tiles. Below it, decode (M <= 16) stays on the
+# mma.sync decode kernel. (As SMALL_DECODE it kept 4096 x 4096 there too, 1.14x
+# faster on the H100 on 2026-11-23; the Hopper kernel has since gone past it
+# there: 1.10x, 1.12x and 1.23x the best decode-kernel plan at M = 1, 4 and 16
+# on the H200. Smaller layers, where one CTA gets a unit or two, unmeasured.)
 TINY_LAYER = 4096 * 4096
 # Up to this many weights, 129..256 tokens run as two narrower tiles (more
 # tiles to spread over the SMs) rather than one wide one (RESULTS.md).
@@ -349,9 +350,10 @@ BIG_LAYER = 28672 * 4096
 
 def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:
     """``wgmma``: the GPU and the weight can run the Hopper kernel
-    (configs.wgmma_eligible), which then takes every M on a persistent grid
-    (wgmma_for picks the tile, wgmma_grid the CTAs; RESULTS.md has the
-    measurements). Otherwise, few tokens (M <= 16): the decode kernel; K is
+    (configs.wgmma_eligible), which then takes every M (but decode of layers
+    under TINY_LAYER weights) on a persistent grid (wgmma_for picks the tile,
+    wgmma_grid the CTAs; RESULTS.md has the measurements). Otherwise, and for
+    those, few tokens (M <= 16): the decode kernel; K is
     split so that a CTA streams at most 32 k-blocks (2048 k) and there are at
     least four CTAs per SM (a sweep on the H100, benchmarks/tune_decode.py).
     More tokens: the general kernel, the smallest BM that covers M (at most
@@ -359,7 +361,8 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
     CTAs per SM."""
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
-    if M <= 16 and not wgmma:
+    if M <= 16 and (not wgmma or N * K < TINY_LAYER):
+        # (Hopper: layers below 4096 x 4096 were not measured against it; see TINY_LAYER)
         # two slabs per CTA paid off only for 16 tokens on wide layers
         cfg = DecodeConfig(8, 1, 4) if M <= 8 else DecodeConfig(16, 2 if Nb >= 2 * sm_count else 1, 4)
         ctas = -(-Nb // cfg.RB)

@@ -295,9 +295,8 @@ def test_dependent_launches_see_the_previous_kernels_output(monkeypatch, M, pdl)
     """With programmatic dependent launch (sm_90) a kernel may start while the
     previous one ends. The second GEMM quantizes the first one's output, which
     was poisoned just before, with no synchronization in between: it must see
-    the finished values, eagerly and replayed from a CUDA graph. (On sm_90
-    every M runs the Hopper GEMM, launched with PDL: its decode tiles at 1 and
-    16, its general ones at 40 and 257.)"""
+    the finished values, eagerly and replayed from a CUDA graph. (M = 40 and
+    257 run the Hopper GEMM, launched with PDL; 1 and 16 the decode kernel.)"""
     from lqq import launch
     monkeypatch.setenv("LQQ_PDL", pdl)
     assert launch.pdl_active() == (pdl == "1" and _is_sm90()), "PDL is what this test is about"
@@ -377,7 +376,8 @@ def test_gemm_on_another_stream_after_the_packing(monkeypatch, M):
     the host waits for it there: a GEMM on another stream (another thread's,
     or stream=) right after, the Hopper kernel's first launch with PDL (it
     reads weights before its grid wait) included, reads finished arrays. On
-    Hopper, M = 1 runs a forced plan of few CTAs (wgmma_bn8_st8_c5)."""
+    Hopper, M = 1 is forced onto the Hopper kernel (the heuristic would run
+    the mma.sync decode kernel on a layer this small)."""
     if M == 1 and _is_sm90():
         monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn8_st8_c5")
     c = _packed_behind_spin(np.random.default_rng(), M)
