@@ -22,7 +22,8 @@ if cp.cuda.Device().compute_capability == "90":
               ("wgmma_bn192_st5_c5", 150, 300, 1024), ("wgmma_bn128_st6_wg3_c3", 130, 400, 1024),
               ("wgmma_bn8_st7_wg3_mb2_c4", 1, 400, 2048),  # decode: two CTAs of three consumers
               ("wgmma_bn16_st8_wg4_c3", 12, 600, 2048),    # decode: one CTA of four consumers
-              ("wgmma_bn8_st10_wg4_c2", 1, 300, 3072)]     # ... wrapping a 10-stage ring
+              ("wgmma_bn8_st10_wg4_c2", 1, 300, 3072),     # ... wrapping a 10-stage ring
+              ("wgmma_bn8_st7_wg6_c2", 1, 800, 2048)]      # six consumers; a one-slab last tile
 only = os.environ.get("LQQ_SANITIZE_ONLY", "")        # a substring: run the matching cases only
 for force, M, N, K in [c for c in CASES if only in c[0]]:
     os.environ["LQQ_FORCE_CONFIG"] = force

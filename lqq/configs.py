@@ -142,11 +142,14 @@ class WgmmaConfig:
         40 x 128 + 232 x 256 = 168 x 384 (HOPPER.md); with three consumers
         24 x 128 + 160 x 384 <= 128 x 512 (no spills since e717552's template;
         the producer then runs on the uniform datapath: 67 -> 8 R2UR per
-        loop); with four 24 x 128 + 112 x 512 <= 96 x 640."""
+        loop); with four 24 x 128 + 112 x 512 <= 96 x 640; with six (one CTA
+        of 896 threads) 24 x 128 + 80 x 768 <= 72 x 896."""
         if self.MINB > 1 and self.C * self.MINB > 4:
             # six consumer warpgroups per SM, for decode: (24 x 128 + 72 x 384) x 2
             # fits 65536 registers
             return (24, 72)
+        if self.C == 6:
+            return (24, 80)
         if self.C == 4:
             return (24, 112) if self.BN >= 64 else ()
         if self.C == 3:
@@ -202,7 +205,11 @@ WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4),
     (256, 5))) + tuple(WIDE_DECODE.values()) + tuple(
     WgmmaConfig(bn, st, 4) for bn, st in ((8, 8), (8, 10), (16, 8), (32, 8), (64, 8))) + tuple(
-    WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6)))
+    WgmmaConfig(bn, st, 3) for bn, st in ((64, 8), (96, 6), (128, 6))) + (
+    # decode on one CTA of six consumers per SM: the six warpgroups of WIDE_DECODE
+    # on one ring, so no CTA of an SM ends early (two CTAs of three ended about
+    # 20 us apart at M = 1 on 57344 x 8192, H200 probe); autotune candidates
+    WgmmaConfig(8, 7, 6), WgmmaConfig(16, 6, 6))
 
 
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
