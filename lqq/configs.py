@@ -296,7 +296,7 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
     if M <= 16 and big:
         # six consumer warpgroups per SM (two CTAs of three) for up to 8
-        # tokens: 1.03-1.05x two CTAs of two on 28672 x 4096 and 57344 x 8192
+        # tokens: 1.03-1.06x two CTAs of two on 28672 x 4096 and 57344 x 8192
         # (H200), even on 8192 x 28672, slower below; for 9..16 tokens one
         # CTA of four: 1.02-1.04x on 57344 x 8192 and 8192 x 28672, even on
         # 28672 x 4096 (H200 autotune at M = 1, 4 and 16)
@@ -308,7 +308,7 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         if tiles(2) > sm_count >= tiles(3):
             return WgmmaConfig(128, 6, 3)
     # stages (H200 autotune): 128-token tiles 1.01-1.05x faster on four than
-    # six; 64-token tiles on four below N = 8192 (1.02-1.07x), where a layer
+    # six (but for 0.99x on 10240 x 8192 at M = 128); 64-token tiles on four below N = 8192 (1.02-1.07x), where a layer
     # has few tiles, on eight from there (1.03-1.05x)
     stages = {64: 4 if N < 8192 else 8, 128: 4}.get(bn, 8)
     return WgmmaConfig(bn, stages)
