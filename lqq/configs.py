@@ -308,8 +308,9 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         if tiles(2) > sm_count >= tiles(3):
             return WgmmaConfig(128, 6, 3)
     # stages (H200 autotune): 128-token tiles 1.01-1.05x faster on four than
-    # six (but for 0.99x on 10240 x 8192 at M = 128); 64-token tiles on four below N = 8192 (1.02-1.07x), where a layer
-    # has few tiles, on eight from there (1.03-1.05x)
+    # six (but for 0.99x on 10240 x 8192 at M = 128); 64-token tiles on four
+    # below N = 8192 (1.02-1.07x), where a layer has few tiles, on eight from
+    # there (1.03-1.05x)
     stages = {64: 4 if N < 8192 else 8, 128: 4}.get(bn, 8)
     return WgmmaConfig(bn, stages)
 
@@ -369,7 +370,6 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
     if M <= 16 and (not wgmma or N * K < TINY_LAYER):
-        # (Hopper: layers below 4096 x 4096 were not measured against it; see TINY_LAYER)
         # two slabs per CTA paid off only for 16 tokens on wide layers
         cfg = DecodeConfig(8, 1, 4) if M <= 8 else DecodeConfig(16, 2 if Nb >= 2 * sm_count else 1, 4)
         ctas = -(-Nb // cfg.RB)
