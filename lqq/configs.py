@@ -274,8 +274,9 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         # 28672 x 4096 at M = 224: 0.085 ms against 0.102 for two 128-token
         # tiles (H100); at M = 512 on 4096 x 14336, 1.24x a 128-token tile
         # (H200). Four stages beat five by 1.01-1.12x at M = 256..1024 on
-        # every Llama-3 layer (H200); from 2048 tokens five, not yet compared.
-        return WgmmaConfig(256, 4 if M < 2048 else 5)
+        # every Llama-3 layer and in 14 of 16 problems at M = 2048 and 4096
+        # (1.00-1.09x as one stream-K wave; H200 autotune)
+        return WgmmaConfig(256, 4)
     if 16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > TINY_LAYER)):
         # four consumer warpgroups (half as many tiles): 1.10-1.25x two at
         # M = 32 and 64 on large layers (H100); on the H200 at M = 32 from
@@ -295,12 +296,13 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         return WgmmaConfig(128, 6, 3)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
     if M <= 16 and big:
-        # six consumer warpgroups per SM (two CTAs of three) for up to 8
-        # tokens: 1.03-1.06x two CTAs of two on 28672 x 4096 and 57344 x 8192
-        # (H200), even on 8192 x 28672, slower below; for 9..16 tokens one
-        # CTA of four: 1.02-1.04x on 57344 x 8192 and 8192 x 28672, even on
+        # one CTA of four consumer warpgroups per SM: for up to 8 tokens
+        # 1.01-1.03x two CTAs of three (WIDE_DECODE) on 57344 x 8192 and
+        # 8192 x 28672, 0.99x on 28672 x 4096 (H200 autotune at M = 1; two
+        # CTAs of three were 1.03-1.06x two CTAs of two there); for 9..16
+        # tokens 1.02-1.04x on 57344 x 8192 and 8192 x 28672, even on
         # 28672 x 4096 (H200 autotune at M = 1, 4 and 16)
-        return WIDE_DECODE[8] if bn == 8 else WgmmaConfig(16, 8, 4)
+        return WgmmaConfig(bn, 8, 4)
     if M > 256:
         # one wave of 192-row tiles beats 1.5 waves of 128-row ones (stream-K):
         # 6144 x 4096 at M = 512, 0.031 ms against 0.043 (H100)
@@ -330,9 +332,10 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     # pipeline fill and launch (28672 x 4096 at M = 1024 / 4096, 6.8 / 27
     # waves: 0.255 vs 0.297 ms, 0.99 vs 1.16 ms; at K >= 8192 one CTA per tile won)
     short_many = Q <= 32 and waves > 6
-    # four-stage 256-token tiles (M < 2048) past one wave: one stream-K wave
-    # beat one CTA per tile on every such Llama-3 layer at M = 512 and 1024,
-    # by 1.02-1.16x (H200 autotune; five stages preferred one CTA per tile)
+    # four-stage 256-token tiles past one wave: one stream-K wave beat one
+    # CTA per tile on every such Llama-3 layer at M = 512 and 1024, by
+    # 1.02-1.16x, and at 2048 and 4096 by up to 1.14x but for 0.95-0.99x
+    # where 256 or 512 tiles fill two or four waves (H200 autotune)
     wide_many = cfg.BN == 256 and cfg.STAGES == 4 and waves > 1
     # (four consumers too take one CTA per tile: 28672 x 4096 at M = 16..64,
     # 112 tiles on 132 SMs, 1.03-1.07x one stream-K wave on the H200)

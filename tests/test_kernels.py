@@ -198,19 +198,19 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     if 128 < M <= 256 and not small:
         assert p.config.BN >= M, "one tile covers up to 256 tokens on larger layers"
     assert (p.config.C == 4) == (16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > configs.TINY_LAYER))
-                                 or (8 < M <= 16 and big)), \
-        "four consumer warpgroups for 17..64 tokens on large layers, 17..32 on wide ones, 9..16 on large ones"
+                                 or (M <= 16 and big)), \
+        "four consumer warpgroups for 17..64 tokens on large layers, 17..32 on wide ones, decode on large ones"
     one_wave_of_192_rows = (256 < M and p.config.BN == 128
                             and configs.wgmma_units(configs.WgmmaConfig(128, 6, 2), M, N, K)[0] > sms
                             >= configs.wgmma_units(configs.WgmmaConfig(128, 6, 3), M, N, K)[0])
     assert (p.config.C == 3) == (64 < M <= 96 or (128 < M <= 192 and small)
-                                 or (96 < M <= 128 and big) or (M <= 8 and big)
+                                 or (96 < M <= 128 and big)
                                  or one_wave_of_192_rows), \
         "three consumer warpgroups for 65..96 tokens, 97..128 on large layers, " \
-        "129..192 on small layers, decode of up to 8 tokens on large ones, and 257..1023 " \
+        "129..192 on small layers, and 257..1023 " \
         "where 192-row tiles make one wave and 128-row ones do not"
-    if 256 <= M < 2048 and p.config.BN == 256:
-        assert p.config.STAGES == 4, "four stages below 2048 tokens"
+    if p.config.BN == 256:
+        assert p.config.STAGES == 4, "four stages"
         if tiles > slots:
             assert p.grid[0] == min(slots, tiles * Q), "one stream-K wave past one wave"
     assert (p.config.MINB == 2) == (M <= 16 and p.config.C != 4), "two CTAs per SM for decode tiles"
@@ -218,12 +218,16 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
 
 def test_short_tiles_in_many_waves_take_one_stream_k_wave():
     """Measured on the H100 (RESULTS.md): 28672 x 4096 at M = 4096 (3584 tiles
-    of 32 k-blocks) is faster on one persistent wave; 4096 x 14336 (512 tiles
-    of 112 k-blocks) and 4096 x 4096 (3.9 waves) on one CTA per tile."""
+    of 32 k-blocks) is faster on one persistent wave. On the H200 (autotune,
+    2026-12-02) so are the four-stage 256-token tiles of 4096 x 14336 (512
+    tiles of 112 k-blocks: 0.306 against 0.308 ms on one CTA per tile) and,
+    within 1%, 4096 x 4096 (3.9 waves); on the H100 five stages had preferred
+    one CTA per tile there."""
     assert configs.heuristic(4096, 28672, 4096, 132, wgmma=True).grid == (132, 1, 1)
     assert configs.heuristic(1024, 28672, 4096, 132, wgmma=True).grid == (132, 1, 1)
-    assert configs.heuristic(4096, 4096, 14336, 132, wgmma=True).grid == (512, 1, 1)
-    assert configs.heuristic(4096, 4096, 4096, 132, wgmma=True).grid == (512, 1, 1)
+    assert configs.heuristic(4096, 4096, 14336, 132, wgmma=True).grid == (132, 1, 1)
+    assert configs.heuristic(4096, 4096, 4096, 132, wgmma=True).grid == (132, 1, 1)
+    assert configs.heuristic(2048, 4096, 4096, 132, wgmma=True).grid == (132, 1, 1)
 
 
 def test_register_splits_fit_the_registers_held_at_launch():
@@ -308,7 +312,8 @@ def test_hopper_heuristic_boundaries():
     big, small = (8192, 28672), (4096, 4096)
     # decode: more consumer warpgroups per SM from 28672 x 4096 weights
     assert configs.wgmma_for(1, 4096, 4096) == W(8, 8), "Hopper decode on small layers too"
-    assert configs.wgmma_for(8, 28672, 4096) == configs.WIDE_DECODE[8]
+    assert configs.wgmma_for(8, 28672, 4096) == W(8, 8, 4)
+    assert configs.wgmma_for(8, 57344, 8192) == W(8, 8, 4)
     assert configs.wgmma_for(8, 10240, 8192) == W(8, 8)
     assert configs.wgmma_for(16, 57344, 8192) == W(16, 8, 4)
     assert configs.wgmma_for(16, 10240, 8192) == W(16, 8)
@@ -339,7 +344,7 @@ def test_hopper_heuristic_boundaries():
     assert configs.wgmma_for(512, 4096, 4096) == W(128, 4), "128 tiles of two slabs: one wave"
     assert configs.wgmma_for(512, 6144, 4096) == W(256, 4), "from 512 tokens past 4096 x 4096"
     assert configs.wgmma_for(2047, *big) == W(256, 4)
-    assert configs.wgmma_for(2048, *big) == W(256, 5), "five stages from 2048 tokens"
+    assert configs.wgmma_for(2048, *big) == W(256, 4), "four stages at 2048 tokens too"
 
 
 @pytest.mark.parametrize("group_size,K", [(32, 4096), (64, 1024), (128, 512), (256, 2048),
