@@ -296,13 +296,14 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         return WgmmaConfig(128, 6, 3)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
     if M <= 16 and big:
-        # one CTA of four consumer warpgroups per SM: for up to 8 tokens
-        # 1.01-1.03x two CTAs of three (WIDE_DECODE) on 57344 x 8192 and
-        # 8192 x 28672, 0.99x on 28672 x 4096 (H200 autotune at M = 1; two
-        # CTAs of three were 1.03-1.06x two CTAs of two there); for 9..16
-        # tokens 1.02-1.04x on 57344 x 8192 and 8192 x 28672, even on
+        # six consumer warpgroups per SM (two CTAs of three) for up to 8
+        # tokens: 1.03-1.06x two CTAs of two on 28672 x 4096 and 57344 x 8192
+        # (H200), even on 8192 x 28672, slower below (one CTA of four or six
+        # are within 1.5% of it over M = 1 and 4 on the three layers, each
+        # winning some: H200 autotune, two runs); for 9..16 tokens one CTA
+        # of four: 1.02-1.04x on 57344 x 8192 and 8192 x 28672, even on
         # 28672 x 4096 (H200 autotune at M = 1, 4 and 16)
-        return WgmmaConfig(bn, 8, 4)
+        return WIDE_DECODE[8] if bn == 8 else WgmmaConfig(16, 8, 4)
     if M > 256:
         # one wave of 192-row tiles beats 1.5 waves of 128-row ones (stream-K):
         # 6144 x 4096 at M = 512, 0.031 ms against 0.043 (H100)
