@@ -333,11 +333,12 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     # pipeline fill and launch (28672 x 4096 at M = 1024 / 4096, 6.8 / 27
     # waves: 0.255 vs 0.297 ms, 0.99 vs 1.16 ms; at K >= 8192 one CTA per tile won)
     short_many = Q <= 32 and waves > 6
-    # four-stage 256-token tiles past one wave: one stream-K wave beat one
+    # 256-token tiles (four stages) past one wave: one stream-K wave beat one
     # CTA per tile on every such Llama-3 layer at M = 512 and 1024, by
-    # 1.02-1.16x, and at 2048 and 4096 by up to 1.14x but for 0.95-0.99x
-    # where 256 or 512 tiles fill two or four waves (H200 autotune)
-    wide_many = cfg.BN == 256 and cfg.STAGES == 4 and waves > 1
+    # 1.02-1.16x, and at 2048 and 4096 by up to 1.14x (H200 autotune); it
+    # lost 0.1-5% on four of the six problems whose 256 or 512 tiles fill
+    # two or four waves (4096 x 4096 at M = 2048: 0.0524 against 0.0496 ms)
+    wide_many = cfg.BN == 256 and waves > 1
     # (four consumers too take one CTA per tile: 28672 x 4096 at M = 16..64,
     # 112 tiles on 132 SMs, 1.03-1.07x one stream-K wave on the H200)
     if whole_waves and not short_many and not wide_many:

@@ -1,7 +1,8 @@
 """benchmarks/heuristic_vs_tuned.py: the heuristic scored against a stored
 autotune run, and the heuristic's plans on that run's problems were among
-the candidates it timed (a heuristic that picks a plan nobody measured on
-these layers shows up here, not only in the next benchmark)."""
+the candidates it, or another stored run of the same GPU and kernel source,
+timed (a heuristic that picks a plan nobody measured on these layers shows
+up here, not only in the next benchmark)."""
 import importlib.util
 import json
 from pathlib import Path
@@ -35,16 +36,18 @@ def test_rows_look_up_the_heuristic_plan_among_the_timed_candidates():
 @pytest.mark.parametrize("run", RUNS, ids=lambda p: p.name)
 def test_every_heuristic_plan_of_a_stored_run_was_timed(run):
     """On every problem of the run, by that run or by another stored run of
-    the same GPU (a later run times what a refit picks on fewer problems)."""
+    the same GPU, SM count and kernel source (a later run times what a refit
+    picks on fewer problems), at the same token count."""
     data = json.loads(run.read_text())
     rows = list(hvt.rows(data["entries"], data["device"]["sm_count"]))
+    same = ("gpu", "sm_count", "template_hash")
     timed_elsewhere = set()
     for other in RUNS:
         doc = json.loads(other.read_text())
-        if doc["device"]["gpu"] == data["device"]["gpu"]:
-            timed_elsewhere |= {(key, c["config"]) for key, e in doc["entries"].items()
+        if all(doc["device"].get(k) == data["device"].get(k) for k in same):
+            timed_elsewhere |= {(key, e["m_tuned"], c["config"]) for key, e in doc["entries"].items()
                                 for c in e["candidates"] if c.get("ms") is not None}
     untimed = [(key, text) for key, text, ratio, *_ in rows
-               if ratio != ratio and (key, text) not in timed_elsewhere]
+               if ratio != ratio and (key, data["entries"][key]["m_tuned"], text) not in timed_elsewhere]
     assert rows and not untimed, (f"the heuristic picks plans no stored run timed on {run.name}'s "
                                   f"problems: {untimed}; time them (lqq autotune) and store the run")

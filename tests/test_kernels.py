@@ -218,16 +218,24 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
 
 def test_short_tiles_in_many_waves_take_one_stream_k_wave():
     """Measured on the H100 (RESULTS.md): 28672 x 4096 at M = 4096 (3584 tiles
-    of 32 k-blocks) is faster on one persistent wave. On the H200 (autotune,
-    2026-12-02) so are the four-stage 256-token tiles of 4096 x 14336 (512
-    tiles of 112 k-blocks: 0.306 against 0.308 ms on one CTA per tile) and,
-    within 1%, 4096 x 4096 (3.9 waves); on the H100 five stages had preferred
-    one CTA per tile there."""
+    of 32 k-blocks) is faster on one persistent wave."""
     assert configs.heuristic(4096, 28672, 4096, 132, wgmma=True).grid == (132, 1, 1)
     assert configs.heuristic(1024, 28672, 4096, 132, wgmma=True).grid == (132, 1, 1)
+
+
+def test_wide_tiles_past_one_wave_take_one_stream_k_wave():
+    """256-token tiles past one wave of CTAs run as one stream-K wave (H200
+    autotune, 2026-12-02): 4096 x 14336 at M = 4096 (512 tiles of 112
+    k-blocks, long ones) 0.306 against 0.308 ms on one CTA per tile. Known
+    losses of the rule, kept for one rule over all M: 4096 x 4096 at M = 4096
+    (512 tiles, 3.9 waves) 0.0993 against 0.0987 ms, and at M = 2048 (256
+    tiles, 1.9 waves) 0.0524 against 0.0496."""
     assert configs.heuristic(4096, 4096, 14336, 132, wgmma=True).grid == (132, 1, 1)
     assert configs.heuristic(4096, 4096, 4096, 132, wgmma=True).grid == (132, 1, 1)
     assert configs.heuristic(2048, 4096, 4096, 132, wgmma=True).grid == (132, 1, 1)
+    # not below one wave: 96 tiles on 132 SMs take one CTA each
+    p = configs.heuristic(256, 12288, 4096, 132, wgmma=True)
+    assert p.config.BN == 256 and p.grid == (96, 1, 1)
 
 
 def test_register_splits_fit_the_registers_held_at_launch():
