@@ -95,7 +95,15 @@ def cmd_kernels(args) -> int:
 def cmd_bench(args) -> int:
     from . import bench
     shapes = [s for s in bench.SHAPES if not args.layers or any(l in s for l in args.layers)]
-    ms = [int(v) for v in args.m.split(",")] if args.m else list(bench.M_DEFAULT)
+    if not shapes:
+        raise ValueError(f"no layer matches {args.layers}; the layers are: "
+                         + ", ".join(map(repr, bench.SHAPES)))
+    try:                                # before any work: a clear message, not a traceback
+        import cupy
+    except ImportError as e:
+        raise RuntimeError(f"needs CuPy and a CUDA GPU ({e})") from None
+    del cupy
+    ms = args.m or list(bench.M_DEFAULT)
     rows = bench.run(shapes, ms, reps=args.reps, groups=args.groups,
                      progress=Progress(not args.json))
     print(json.dumps(rows, indent=1) if args.json else bench.table(rows))
@@ -202,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("kernels", help="compile every kernel config offline (no GPU needed) and "
                        "report registers, spills, shared memory, SASS instruction counts")
-    s.add_argument("--arch", default="sm_90a", help="target (default sm_90a; sm_80 for the "
-                   "portable kernels)")
+    s.add_argument("--arch", default="sm_90a", help="target (default sm_90a: every kernel; "
+                   "any other from sm_80, e.g. sm_86 or sm_90: the portable mma.sync kernels)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--show", metavar="NAME", help="print one kernel's generated code instead")
     g = s.add_mutually_exclusive_group()
@@ -214,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_kernels, what="source")
 
     s = sub.add_parser("bench", help="time lqq against cuBLAS FP16/INT8/FP8 on Llama-3 layers")
-    s.add_argument("--m", help="comma-separated token counts (default 1,4,16,...,8192)")
+    s.add_argument("--m", type=_token_counts, metavar="M,M,...",
+                   help="comma-separated token counts (default 1,4,16,...,8192)")
     s.add_argument("--layers", nargs="*", help="substrings of layer names, e.g. '8B o' 70B")
     s.add_argument("--reps", type=int, default=20, help="calls per CUDA graph (default 20)")
     s.add_argument("--groups", type=int, default=9, help="timed replays; the median is kept")

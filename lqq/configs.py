@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from . import knobs, packing
 
+KERNEL_PREFIX = "lqq_w4a8_gemm_"        # of every GEMM kernel's name
+
 
 @dataclass(frozen=True)
 class KernelSpec:
@@ -49,7 +51,7 @@ class MmaConfig:
 
     @property
     def name(self) -> str:
-        return f"lqq_w4a8_gemm_mma_sm80_bm{self.BM}_rb{self.RB}"
+        return f"{KERNEL_PREFIX}mma_sm80_bm{self.BM}_rb{self.RB}"
 
     @property
     def threads(self) -> int:
@@ -83,7 +85,7 @@ class DecodeConfig:
 
     @property
     def name(self) -> str:
-        return f"lqq_w4a8_gemm_mma_sm80_decode_bm{self.BM}_rb{self.RB}_pf{self.PF}"
+        return f"{KERNEL_PREFIX}mma_sm80_decode_bm{self.BM}_rb{self.RB}_pf{self.PF}"
 
     @property
     def threads(self) -> int:
@@ -129,7 +131,7 @@ class WgmmaConfig:
 
     @property
     def name(self) -> str:
-        return f"lqq_w4a8_gemm_wgmma_sm90_{self.tag}"
+        return f"{KERNEL_PREFIX}wgmma_sm90_{self.tag}"
 
     @property
     def threads(self) -> int:
@@ -395,8 +397,14 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
 def _parse_forced(text: str):
     """"bm32_rb1", "mma_bm32_rb2_s4", "decode_bm8_rb1_pf4_s8" or
     "wgmma_bn128_st6_c132" (c: CTAs of the persistent grid; wg4: four consumer
-    warpgroups; mb2: registers sized for two CTAs per SM) -> (config, splits, ctas)."""
-    parts = text.lower().split("_")
+    warpgroups; mb2: registers sized for two CTAs per SM) -> (config, splits, ctas).
+    The kernel names `lqq kernels` prints are accepted too, with or without
+    their "lqq_w4a8_gemm_" prefix (e.g. "mma_sm80_decode_bm8_rb1_pf4")."""
+    text = text.strip().lower()
+    text = text[len(KERNEL_PREFIX):] if text.startswith(KERNEL_PREFIX) else text
+    parts = [p for p in text.split("_") if p not in ("sm80", "sm90")]
+    if parts[:2] == ["mma", "decode"]:
+        parts.pop(0)
     family = parts.pop(0) if parts and parts[0] in ("mma", "decode", "wgmma") else "mma"
     fields = {}
     for part in parts:
@@ -428,7 +436,8 @@ def forced(M: int, N: int, K: int):
     except (KeyError, ValueError, IndexError):
         raise ValueError(f"LQQ_FORCE_CONFIG={text!r} is not a config lqq has; write e.g. "
                          f"mma_bm32_rb1, mma_bm8_rb2_s4, decode_bm8_rb1_pf4_s8 or "
-                         f"wgmma_bn128_st6_c132 (`lqq kernels` lists them)") from None
+                         f"wgmma_bn128_st6_c132, or a kernel name `lqq kernels` prints "
+                         f"(with _sN or _cN appended for splits or CTAs)") from None
     return plan(cfg, M, N, K, splits, ctas)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _xp, configs, gpu_activation, launch, packing, tma
+from . import _xp, configs, gpu_activation, jit, knobs, launch, packing, tma
 
 # by dtype name, as bfloat16 (ml_dtypes') has no NumPy type to key on
 OUT_KINDS = {"float16": 0, "float32": 1, "bfloat16": 2, "int32": 3}
@@ -107,10 +107,30 @@ def scratch_scope():
 
 def choose(M: int, N: int, K: int, group_size: int | None = None) -> configs.Plan:
     """LQQ_FORCE_CONFIG, else this GPU's autotune winner (a dict lookup; never
-    tunes), else the heuristic."""
+    tunes), else the heuristic. With LQQ_DEBUG, each distinct choice is logged
+    once, with where it came from."""
     from . import tune_cache
-    return (configs.forced(M, N, K) or tune_cache.lookup(M, N, K, group_size)
-            or configs.heuristic(M, N, K, sm_count(), wgmma=_wgmma_ok(K, group_size)))
+    plan, source = configs.forced(M, N, K), "LQQ_FORCE_CONFIG"
+    if plan is None:
+        plan, source = tune_cache.lookup(M, N, K, group_size), "autotune"
+    if plan is None:
+        # the heuristic is pure and costs several microseconds a call: memoized
+        # per shape, GPU size and kernel family
+        key = (M, N, K, sm_count(), _wgmma_ok(K, group_size))
+        plan, source = _heuristic_plans.get(key), "heuristic"
+        if plan is None:
+            if len(_heuristic_plans) >= 16384:
+                _heuristic_plans.clear()
+            plan = _heuristic_plans[key] = configs.heuristic(*key[:4], wgmma=key[4])
+    if knobs.debug() and (M, N, K, group_size, plan, source) not in _logged_choices:
+        _logged_choices.add((M, N, K, group_size, plan, source))
+        jit.log_debug("M=%d N=%d K=%d group %s: %s grid %s (%s)", M, N, K, group_size,
+                      tune_cache.plan_text(plan), plan.grid, source)
+    return plan
+
+
+_heuristic_plans: dict = {}
+_logged_choices: set = set()
 
 
 def _wgmma_ok(K: int, group_size) -> bool:
@@ -119,6 +139,9 @@ def _wgmma_ok(K: int, group_size) -> bool:
     try:
         cc = launch.compute_capability()
     except Exception:  # noqa: BLE001 - no CuPy or no device: the portable kernels
+        return False
+    # a compile target other than sm_90a (LQQ_ARCH) cannot build the Hopper kernel
+    if knobs.arch() not in (None, "sm_90a"):
         return False
     return group_size is not None and configs.wgmma_eligible(K, group_size, cc)
 

@@ -1,4 +1,6 @@
-"""Every environment variable lqq reads, declared once.
+"""Every LQQ_* environment variable lqq reads, declared once (besides them,
+CUDA_PATH is a place nvrtc.py and sass.py search for CUDA's libraries and
+tools, as CUDA's own tools do).
 
 Values are read from ``os.environ`` on each call (never cached), so tests can
 monkeypatch them and a long-lived process sees changes. A malformed value
@@ -79,11 +81,11 @@ _KNOBS = {k.name: k for k in [
     Knob("LQQ_DUMP_DIR", _parse_path, lambda: None,
          "if set, write each compiled kernel's .cu, .ptx and .sass here"),
     Knob("LQQ_DEBUG", _parse_bool, lambda: False,
-         "log kernel choice and compile times to the 'lqq' logger"),
+         "log each distinct kernel choice (and its source) and compile times to the 'lqq' logger"),
     Knob("LQQ_FORCE_CONFIG", _parse_str, lambda: None,
          "force one kernel configuration instead of the automatic choice"),
     Knob("LQQ_ARCH", _parse_arch, lambda: None,
-         "target architecture (e.g. sm_90a) instead of the current GPU's"),
+         "compile target (e.g. sm_90a) instead of the current GPU's; the Hopper kernel needs sm_90a"),
     Knob("LQQ_NVRTC", _parse_path, lambda: None,
          "path of the libnvrtc shared library to use"),
     Knob("LQQ_PDL", _parse_bool, lambda: True,

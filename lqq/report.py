@@ -3,6 +3,7 @@ GPU needed) and report its resources and SASS instruction mix."""
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 from . import configs, jit, sass
@@ -16,11 +17,23 @@ def compile_spec(spec: configs.KernelSpec, arch: str) -> dict:
             **info}
 
 
+def specs_for(arch: str) -> list[configs.KernelSpec]:
+    """The kernels lqq launches on ``arch``: on sm_90a all of them, on any
+    other sm_80 or newer target the portable families (the Hopper kernel is
+    sm_90a only)."""
+    m = re.fullmatch(r"sm_(\d+)a?", arch)
+    if not m or int(m.group(1)) < 80:
+        raise ValueError(f"{arch!r} is not a target of lqq's kernels: sm_90a (every kernel) "
+                         f"or sm_80 and newer, e.g. sm_86 or sm_90 (the portable mma.sync kernels)")
+    family = "sm_90a" if arch == "sm_90a" else "sm_80"
+    return [s for s in configs.all_kernels() if family in s.archs or not s.archs]
+
+
 def kernels_report(arch: str = "sm_90a", names=None, jobs: int | None = None,
                    progress=None) -> list[dict]:
     """One dict per kernel that lqq can launch on ``arch`` (NVRTC calls release
     the GIL, so threads compile in parallel)."""
-    specs = [s for s in configs.all_kernels() if arch in s.archs or not s.archs]
+    specs = specs_for(arch)
     if names:
         specs = [s for s in specs if s.name in names]
         missing = set(names) - {s.name for s in specs}

@@ -398,6 +398,36 @@ def test_choose_forced_then_cached_then_heuristic(monkeypatch):
     assert gpu_gemm.choose(M, N, K, 64).config == configs.DecodeConfig(16, 1, 8)
 
 
+def test_choose_logs_each_choice_and_its_source_once_under_lqq_debug(monkeypatch, caplog):
+    monkeypatch.setattr(tune_cache, "current_device", lambda: 0)
+    monkeypatch.setitem(tune_cache._fingerprints, 0, FAKE)
+    monkeypatch.setattr(gpu_gemm, "sm_count", lambda: 132)
+    monkeypatch.setattr(gpu_gemm, "_logged_choices", set())
+    monkeypatch.setenv("LQQ_DEBUG", "1")
+    caplog.set_level("INFO", logger="lqq")
+    p = gpu_gemm.choose(16, 4096, 4096, 64)
+    gpu_gemm.choose(16, 4096, 4096, 64)
+    lines = [r.getMessage() for r in caplog.records if "M=16 N=4096 K=4096" in r.getMessage()]
+    assert lines == [f"lqq: M=16 N=4096 K=4096 group 64: {tune_cache.plan_text(p)} grid {p.grid} "
+                     f"(heuristic)"], "one line per distinct choice"
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "decode_bm16_rb1_pf8_s2")
+    gpu_gemm.choose(16, 4096, 4096, 64)
+    assert caplog.records[-1].getMessage().endswith("(LQQ_FORCE_CONFIG)")
+    monkeypatch.setenv("LQQ_DEBUG", "0")
+    n = len(caplog.records)
+    gpu_gemm.choose(17, 4096, 4096, 64)
+    assert len(caplog.records) == n, "silent without LQQ_DEBUG"
+
+
+def test_a_compile_target_other_than_sm_90a_keeps_the_portable_kernels(monkeypatch):
+    monkeypatch.setattr(gpu_gemm.launch, "compute_capability", lambda: "90")
+    assert gpu_gemm._wgmma_ok(4096, 64)
+    monkeypatch.setenv("LQQ_ARCH", "sm_90a")
+    assert gpu_gemm._wgmma_ok(4096, 64)
+    monkeypatch.setenv("LQQ_ARCH", "sm_90")           # the Hopper kernel needs sm_90a
+    assert not gpu_gemm._wgmma_ok(4096, 64)
+
+
 def test_a_broken_cache_never_breaks_choose(monkeypatch):
     def no_gpu():
         raise RuntimeError("no CUDA device")

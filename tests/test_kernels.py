@@ -248,6 +248,33 @@ def test_register_splits_fit_the_registers_held_at_launch():
     assert wide.REGS == (40, 232) and not configs.register_split_fits(wide)
 
 
+def test_forced_config_takes_the_printed_kernel_names():
+    """`lqq kernels` prints full names: LQQ_FORCE_CONFIG takes them, with or
+    without the prefix, with a split or CTA count appended."""
+    for c in configs.MMA_CONFIGS + configs.DECODE_CONFIGS + configs.WGMMA_CONFIGS:
+        short = c.name[len(configs.KERNEL_PREFIX):]
+        suffix = "_c132" if isinstance(c, configs.WgmmaConfig) else "_s2"
+        assert configs._parse_forced(c.name) == (c, 1, None)
+        assert configs._parse_forced(short.upper())[0] == c
+        cfg, splits, ctas = configs._parse_forced(short + suffix)
+        assert cfg == c and (ctas == 132 if suffix == "_c132" else splits == 2)
+    with pytest.raises(KeyError):
+        configs._parse_forced("mma_sm80_decode_bm8_rb1_pf3")
+
+
+def test_kernels_report_targets():
+    """sm_90a: every kernel; any other target from sm_80: the portable families
+    (the Hopper kernel is sm_90a only); anything else: an error, not an empty table."""
+    from lqq import report
+    every = report.specs_for("sm_90a")
+    portable = report.specs_for("sm_86")
+    assert {s.family for s in every} - {s.family for s in portable} == {"gemm_wgmma_sm90"}
+    assert report.specs_for("sm_90") == portable == report.specs_for("sm_80")
+    for bad in ("sm_75", "sm90", "gfx942"):
+        with pytest.raises(ValueError, match="not a target"):
+            report.specs_for(bad)
+
+
 def test_forced_config_parsing(monkeypatch):
     monkeypatch.setenv("LQQ_FORCE_CONFIG", "decode_bm16_rb2_pf8_s4")
     p = configs.forced(5, 4096, 4096)

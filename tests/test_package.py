@@ -64,6 +64,16 @@ def test_cli_info_text_and_usage_errors():
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
+def test_cli_bench_and_kernels_argument_errors():
+    """Bad arguments are named before any GPU work (or CuPy import) starts."""
+    r = run_cli("bench", "--m", "1,x")
+    assert r.returncode == 2 and "not a list of token counts" in r.stderr
+    r = run_cli("bench", "--layers", "9B")
+    assert r.returncode == 1 and "no layer matches" in r.stderr and "L3-8B o" in r.stderr
+    r = run_cli("kernels", "--arch", "sm_75")
+    assert r.returncode == 1 and "not a target" in r.stderr
+
+
 def test_import_without_cupy(tmp_path):
     """`import lqq` and the NumPy path work when CuPy cannot be imported."""
     (tmp_path / "cupy").mkdir()
