@@ -293,7 +293,8 @@ def autotune(shapes, ms=tune_cache.M_BUCKETS, group_size: int = 64, *, force: bo
                 results.append({**have[key], "cached": True})
             else:
                 wgmma = configs.wgmma_eligible(
-                    K, group_size, str(device["compute_capability"]).replace(".", ""))
+                    K, group_size, str(device["compute_capability"]).replace(".", "")) \
+                    and configs.wgmma_target_ok()
                 todo[(N, K, M)] = configs.candidates(M, N, K, device["sm_count"], wgmma)
     broken = {}
     if on_gpu and todo:

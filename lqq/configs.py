@@ -228,6 +228,13 @@ def wgmma_eligible(K: int, group_size: int, compute_capability: str) -> bool:
                                            or (group_size == K and K % 128 == 0))
 
 
+def wgmma_target_ok() -> bool:
+    """Whether the compile target can build the Hopper kernel: LQQ_ARCH unset
+    (the GPU's own, sm_90a on Hopper) or sm_90a. Under another target (sm_90)
+    lqq runs the portable kernels, and tunes them into a separate file."""
+    return knobs.arch() in (None, "sm_90a")
+
+
 @dataclass(frozen=True)
 class Plan:
     """A config plus its launch shape for one (M, N, K)."""
@@ -402,7 +409,9 @@ def _parse_forced(text: str):
     their "lqq_w4a8_gemm_" prefix (e.g. "mma_sm80_decode_bm8_rb1_pf4")."""
     text = text.strip().lower()
     text = text[len(KERNEL_PREFIX):] if text.startswith(KERNEL_PREFIX) else text
-    parts = [p for p in text.split("_") if p not in ("sm80", "sm90")]
+    parts = text.split("_")
+    if parts[:2] in (["mma", "sm80"], ["wgmma", "sm90"]):     # the arch of a printed name
+        parts.pop(1)
     if parts[:2] == ["mma", "decode"]:
         parts.pop(0)
     family = parts.pop(0) if parts and parts[0] in ("mma", "decode", "wgmma") else "mma"

@@ -123,6 +123,8 @@ def choose(M: int, N: int, K: int, group_size: int | None = None) -> configs.Pla
                 _heuristic_plans.clear()
             plan = _heuristic_plans[key] = configs.heuristic(*key[:4], wgmma=key[4])
     if knobs.debug() and (M, N, K, group_size, plan, source) not in _logged_choices:
+        if len(_logged_choices) >= 16384:
+            _logged_choices.clear()
         _logged_choices.add((M, N, K, group_size, plan, source))
         jit.log_debug("M=%d N=%d K=%d group %s: %s grid %s (%s)", M, N, K, group_size,
                       tune_cache.plan_text(plan), plan.grid, source)
@@ -140,10 +142,8 @@ def _wgmma_ok(K: int, group_size) -> bool:
         cc = launch.compute_capability()
     except Exception:  # noqa: BLE001 - no CuPy or no device: the portable kernels
         return False
-    # a compile target other than sm_90a (LQQ_ARCH) cannot build the Hopper kernel
-    if knobs.arch() not in (None, "sm_90a"):
-        return False
-    return group_size is not None and configs.wgmma_eligible(K, group_size, cc)
+    return (group_size is not None and configs.wgmma_eligible(K, group_size, cc)
+            and configs.wgmma_target_ok())
 
 
 def current_stream(stream, torch_input: bool):
@@ -195,6 +195,9 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
             raise ValueError(f"{cfg.name} needs an sm_90 GPU (this is sm_{cc}) "
                              f"and group size 32/64/128/256 (or K with K % 128 == 0); unset "
                              f"LQQ_FORCE_CONFIG")
+        if not configs.wgmma_target_ok():
+            raise ValueError(f"{cfg.name} compiles for sm_90a only, and LQQ_ARCH is "
+                             f"{knobs.arch()}; unset LQQ_FORCE_CONFIG or LQQ_ARCH")
         # stream-K: one partial-sum slot per CTA (a CTA contributes to at most
         # one tile it does not finish: streamk.j2), one counter per tile
         tiles, _ = configs.wgmma_units(cfg, M, N, K)

@@ -21,7 +21,7 @@ def specs_for(arch: str) -> list[configs.KernelSpec]:
     """The kernels lqq launches on ``arch``: on sm_90a all of them, on any
     other sm_80 or newer target the portable families (the Hopper kernel is
     sm_90a only)."""
-    m = re.fullmatch(r"sm_(\d+)a?", arch)
+    m = re.fullmatch(r"sm_(\d{2,3})[af]?", arch)            # the spellings LQQ_ARCH takes
     if not m or int(m.group(1)) < 80:
         raise ValueError(f"{arch!r} is not a target of lqq's kernels: sm_90a (every kernel) "
                          f"or sm_80 and newer, e.g. sm_86 or sm_90 (the portable mma.sync kernels)")
@@ -54,6 +54,8 @@ def show(name: str, arch: str, what: str) -> str:
     spec = next((s for s in configs.all_kernels() if s.name == name), None)
     if spec is None:
         raise ValueError(f"no kernel named {name!r}; `lqq kernels` lists them")
+    if spec not in specs_for(arch):
+        raise ValueError(f"{name} does not compile for {arch} (the Hopper kernel is sm_90a only)")
     source = spec.render()
     if what == "source":
         return source

@@ -34,6 +34,7 @@ import time
 import warnings
 from pathlib import Path
 
+from . import knobs
 from ._version import __version__
 
 FORMAT = "lqq-autotune"
@@ -93,6 +94,8 @@ def device_fingerprint(dev_id: int | None = None) -> dict:
             "nvrtc": ".".join(map(str, nvrtc.version())),
             "lqq": __version__,
             "template_hash": jit.template_hash()}
+        if knobs.arch():                # a forced compile target tunes into its own file
+            fp["target"] = knobs.arch()
     return fp
 
 

@@ -9,13 +9,14 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import types
 import warnings
 from pathlib import Path
 
 import pytest
 
 import lqq
-from lqq import cli, configs, gpu_gemm, models, packing, reference, tune_cache
+from lqq import cli, configs, gpu_gemm, models, nvrtc, packing, reference, tune_cache
 
 at = importlib.import_module("lqq.autotune")       # the module (lqq.autotune is the function)
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,12 +421,39 @@ def test_choose_logs_each_choice_and_its_source_once_under_lqq_debug(monkeypatch
 
 
 def test_a_compile_target_other_than_sm_90a_keeps_the_portable_kernels(monkeypatch):
+    """Under LQQ_ARCH=sm_90 the Hopper kernel cannot build: the heuristic, the
+    memo and the autotune file (a fingerprint of its own) all keep to the
+    portable kernels."""
+    monkeypatch.delenv("LQQ_ARCH", raising=False)
     monkeypatch.setattr(gpu_gemm.launch, "compute_capability", lambda: "90")
+    monkeypatch.setattr(gpu_gemm, "sm_count", lambda: 132)
+    monkeypatch.setattr(tune_cache, "lookup", lambda *a, **k: None)
     assert gpu_gemm._wgmma_ok(4096, 64)
+    assert isinstance(gpu_gemm.choose(64, 4096, 4096, 64).config, configs.WgmmaConfig)
     monkeypatch.setenv("LQQ_ARCH", "sm_90a")
     assert gpu_gemm._wgmma_ok(4096, 64)
     monkeypatch.setenv("LQQ_ARCH", "sm_90")           # the Hopper kernel needs sm_90a
     assert not gpu_gemm._wgmma_ok(4096, 64)
+    assert isinstance(gpu_gemm.choose(64, 4096, 4096, 64).config, configs.MmaConfig), \
+        "the memoized Hopper plan is not reused under another target"
+    monkeypatch.setattr(gpu_gemm, "sm_count", lambda: 66)
+    assert gpu_gemm.choose(64, 4096, 4096, 64) == configs.heuristic(64, 4096, 4096, 66)
+
+
+def test_a_forced_compile_target_tunes_into_its_own_file(monkeypatch):
+    monkeypatch.delenv("LQQ_ARCH", raising=False)
+    monkeypatch.setattr(tune_cache, "_fingerprints", {})
+    props = {"name": b"NVIDIA H200", "multiProcessorCount": 132, "major": 9, "minor": 0}
+    fake_cp = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(
+        getDeviceProperties=lambda dev: props, driverGetVersion=lambda: 13000)))
+    monkeypatch.setitem(sys.modules, "cupy", fake_cp)
+    monkeypatch.setattr(nvrtc, "version", lambda: (13, 0))
+    native = tune_cache.device_fingerprint(0)
+    monkeypatch.setattr(tune_cache, "_fingerprints", {})
+    monkeypatch.setenv("LQQ_ARCH", "sm_90")
+    forced = tune_cache.device_fingerprint(0)
+    assert "target" not in native and forced == {**native, "target": "sm_90"}
+    assert tune_cache.path_for(native) != tune_cache.path_for(forced)
 
 
 def test_a_broken_cache_never_breaks_choose(monkeypatch):

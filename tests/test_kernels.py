@@ -260,6 +260,9 @@ def test_forced_config_takes_the_printed_kernel_names():
         assert cfg == c and (ctas == 132 if suffix == "_c132" else splits == 2)
     with pytest.raises(KeyError):
         configs._parse_forced("mma_sm80_decode_bm8_rb1_pf3")
+    for wrong_arch in ("wgmma_sm80_bn128_st6", "mma_sm90_bm32_rb1"):
+        with pytest.raises(KeyError):
+            configs._parse_forced(wrong_arch)
 
 
 def test_kernels_report_targets():
@@ -270,9 +273,12 @@ def test_kernels_report_targets():
     portable = report.specs_for("sm_86")
     assert {s.family for s in every} - {s.family for s in portable} == {"gemm_wgmma_sm90"}
     assert report.specs_for("sm_90") == portable == report.specs_for("sm_80")
+    assert report.specs_for("sm_100f") == portable, "the spellings LQQ_ARCH takes"
     for bad in ("sm_75", "sm90", "gfx942"):
         with pytest.raises(ValueError, match="not a target"):
             report.specs_for(bad)
+    with pytest.raises(ValueError, match="sm_90a only"):
+        report.show(configs.WgmmaConfig(8, 8).name, "sm_90", "source")
 
 
 def test_forced_config_parsing(monkeypatch):

@@ -84,3 +84,7 @@ def test_import_without_cupy(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "(2, 4)"
+    r = subprocess.run([sys.executable, "-m", "lqq", "bench", "--m", "1"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 1 and "needs CuPy and a CUDA GPU (no cupy here)" in r.stderr
+    assert "Traceback" not in r.stderr
