@@ -1,7 +1,9 @@
 """Activation quantization alone, GEMM alone (pre-quantized) and both (float
 input), each as a CUDA graph of back-to-back calls with rotated weights, so
 the cost of quantizing inside lqq.gemm can be told apart from the kernels'
-interplay (run once with LQQ_PDL=0 and once with LQQ_PDL=1).
+interplay (run once with LQQ_PDL=0 and once with LQQ_PDL=1; with
+LQQ_FUSED_QUANT=1 the float-input GEMM quantizes inside the Hopper kernel at
+decode, so "float-input gemm" is the fused path).
 python benchmarks/quant_ab.py M,N,K ...
 QUANT_AB_ACT=THREADS,VPT pins the quantizer's shape (lqq.configs.ActConfig)
 instead of the one lqq picks per (M, row bytes)."""
@@ -20,6 +22,7 @@ if os.environ.get("QUANT_AB_ACT"):
 
 rng = np.random.default_rng(0)
 print(f"LQQ_PDL={os.environ.get('LQQ_PDL', '(default: on)')} "
+      f"LQQ_FUSED_QUANT={os.environ.get('LQQ_FUSED_QUANT', '(default: off)')} "
       f"quantizer={os.environ.get('QUANT_AB_ACT', '(by M)')}")
 for arg in sys.argv[1:]:
     M, N, K = map(int, arg.split(","))

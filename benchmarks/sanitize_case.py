@@ -23,7 +23,12 @@ if cp.cuda.Device().compute_capability == "90":
               ("wgmma_bn8_st7_wg3_mb2_c4", 1, 400, 2048),  # decode: two CTAs of three consumers
               ("wgmma_bn16_st8_wg4_c3", 12, 600, 2048),    # decode: one CTA of four consumers
               ("wgmma_bn8_st10_wg4_c2", 1, 300, 3072),     # ... wrapping a 10-stage ring
-              ("wgmma_bn8_st7_wg6_c2", 1, 800, 2048)]      # six consumers; a one-slab last tile
+              ("wgmma_bn8_st7_wg6_c2", 1, 800, 2048),      # six consumers; a one-slab last tile
+              # the fused decode path: fp16 rows quantized inside the GEMM
+              ("wgmma_bn8_st8_fx16_c5", 1, 300, 1000 + 24),  # K past the last 128-wide block
+              ("wgmma_bn16_st7_fx16_c3", 5, 200, 2048),
+              ("wgmma_bn8_st6_wg3_mb2_fx16_c4", 3, 400, 2048),
+              ("wgmma_bn16_st8_wg4_fx16_c3", 12, 600, 2048)]
 only = os.environ.get("LQQ_SANITIZE_ONLY", "")        # a substring: run the matching cases only
 for force, M, N, K in [c for c in CASES if only in c[0]]:
     os.environ["LQQ_FORCE_CONFIG"] = force

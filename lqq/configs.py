@@ -112,6 +112,7 @@ class WgmmaConfig:
     STAGES: int
     C: int = 2
     MB: int = 0          # CTAs per SM to size registers for; 0: the default (MINB)
+    FX: str = ""         # fused decode path: the float input ("f16", "bf16") it quantizes itself
 
     @property
     def RB(self) -> int:             # 64-row slabs per tile, as the other families call it
@@ -127,7 +128,8 @@ class WgmmaConfig:
         LQQ_FORCE_CONFIG that names the config."""
         wg = f"_wg{self.C}" if self.C != 2 else ""
         mb = f"_mb{self.MB}" if self.MB else ""
-        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}"
+        fx = f"_fx{FX_TAGS[self.FX]}" if self.FX else ""
+        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}{fx}"
 
     @property
     def name(self) -> str:
@@ -169,7 +171,8 @@ class WgmmaConfig:
     def stage_bytes(self) -> int:
         """Activations + each slab's codes and group parameters, padded to 1024
         bytes (the swizzled activation tile of every stage must be aligned)."""
-        return -(-(self.BN * 128 + self.C * (4096 + 512)) // 1024) * 1024
+        raw = self.BN * 256 if self.FX else 0        # the fused path's raw 16-bit values
+        return -(-(self.BN * 128 + self.C * (4096 + 512) + raw) // 1024) * 1024
 
     @property
     def EPI(self) -> int:
@@ -192,16 +195,41 @@ class WgmmaConfig:
         """probe: the timing-probe build of benchmarks/probe_stages.py (one more
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
-                  "MINB": self.MINB, "EPI": self.EPI}
+                  "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX}
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",
                           params, family="gemm_wgmma_sm90", archs=("sm_90a",))
 
 
+# the fused decode path's input kinds, as kernel-name tags
+FX_TAGS = {"f16": "16", "bf16": "bf16"}
+# shared memory one CTA may have on sm_90 (dynamic, opt-in) and an SM holds
+SMEM_PER_CTA, SMEM_PER_SM = 232448, 233472
+
+
+def fused(cfg: "WgmmaConfig", kind: str) -> "WgmmaConfig":
+    """The fused decode variant of a decode tile (BN <= 16) for float input
+    `kind`: as many of its stages as fit beside the raw values (MINB CTAs per
+    SM, a few KB of static shared memory each)."""
+    st = cfg.STAGES
+    while st > 2 and (WgmmaConfig(cfg.BN, st, cfg.C, cfg.MB, kind).smem_bytes() + 2048) * cfg.MINB \
+            > SMEM_PER_SM:
+        st -= 1
+    return WgmmaConfig(cfg.BN, st, cfg.C, cfg.MB, kind)
+
+
 # decode on the largest layers: two CTAs of three consumers per SM, as many
 # stages as two of them fit in shared memory
 WIDE_DECODE = {8: WgmmaConfig(8, 7, 3, 2), 16: WgmmaConfig(16, 6, 3, 2)}
+
+# the fused decode path (lqq.gpu_gemm.fused_plan): the decode tiles the
+# heuristic picks, for fp16 and bf16 input
+FUSED_CONFIGS = tuple(fused(c, kind) for c in (
+    WgmmaConfig(8, 8), WgmmaConfig(16, 8), WIDE_DECODE[8], WgmmaConfig(16, 8, 4))
+    for kind in FX_TAGS)
+# values (M x K) up to which a CTA reads every row itself for its absmax
+FUSED_MAX_VALUES = 32768
 
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4),
@@ -425,8 +453,14 @@ def _parse_forced(text: str):
         cfg = DecodeConfig(fields.pop("bm"), fields.pop("rb"), fields.pop("pf"))
         legal = DECODE_CONFIGS
     elif family == "wgmma":
-        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2), fields.pop("mb", 0))
-        legal = WGMMA_CONFIGS
+        # the fused decode path's input: _fx16 or _fxbf16
+        fx = {("fx", 16): "f16", ("fxbf", 16): "bf16"}
+        kinds = [fx.get((k, fields.pop(k))) for k in ("fx", "fxbf") if k in fields]
+        if None in kinds or len(kinds) > 1:
+            raise KeyError(kinds)
+        cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2), fields.pop("mb", 0),
+                          kinds[0] if kinds else "")
+        legal = WGMMA_CONFIGS + FUSED_CONFIGS
     else:
         cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))
         legal = MMA_CONFIGS
@@ -637,5 +671,5 @@ def activation_spec(kind: str, cfg: ActConfig) -> KernelSpec:
 def all_kernels() -> list[KernelSpec]:
     """Every kernel lqq can launch (what `lqq kernels` compiles)."""
     return ([c.spec() for c in MMA_CONFIGS] + [c.spec() for c in DECODE_CONFIGS]
-            + [c.spec() for c in WGMMA_CONFIGS]
+            + [c.spec() for c in WGMMA_CONFIGS + FUSED_CONFIGS]
             + [c.spec(k) for k in ACT_INPUTS for c in ACT_CONFIGS])

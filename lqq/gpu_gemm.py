@@ -4,11 +4,12 @@ lqq.gemm."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import _xp, configs, gpu_activation, jit, knobs, launch, packing, tma
+from . import _xp, checks, configs, gpu_activation, jit, knobs, launch, packing, tma
 
 # by dtype name, as bfloat16 (ml_dtypes') has no NumPy type to key on
 OUT_KINDS = {"float16": 0, "float32": 1, "bfloat16": 2, "int32": 3}
@@ -135,6 +136,34 @@ _heuristic_plans: dict = {}
 _logged_choices: set = set()
 
 
+def fused_plan(x2, plan: configs.Plan) -> configs.Plan | None:
+    """The fused decode plan for float input x2 [M, K] whose chosen plan is
+    `plan` (the GEMM quantizes its activations itself: no quantizer kernel
+    before it), or None. Taken where the plan is a Hopper decode tile of
+    FUSED_CONFIGS covering all M tokens, the input is fp16 or bf16 with
+    K % 8 == 0, and M x K is small enough for every CTA to read the rows for
+    their absmax, when LQQ_FUSED_QUANT=1 (off by default until a GPU run has
+    measured it and checked it exact)."""
+    M, K = x2.shape
+    kind = gpu_activation._IN_KIND.get(checks.dtype_name(x2))
+    cfg = plan.config
+    if isinstance(cfg, configs.WgmmaConfig) and cfg.FX:       # forced (LQQ_FORCE_CONFIG)
+        if cfg.FX != kind or M > cfg.BN or K % 8:
+            raise ValueError(f"{cfg.name} quantizes {cfg.FX} input of at most {cfg.BN} tokens "
+                             f"with K % 8 == 0 itself; this call has {checks.dtype_name(x2)} "
+                             f"[{M}, {K}]; unset LQQ_FORCE_CONFIG")
+        return plan
+    if (kind not in configs.FX_TAGS or K % 8 or not 0 < M * K <= configs.FUSED_MAX_VALUES
+            or not knobs.fused_quant() or knobs.force_config()):   # a forced plan stays as forced
+        return None
+    if not isinstance(cfg, configs.WgmmaConfig) or cfg.FX or M > cfg.BN:
+        return None
+    fx = configs.fused(cfg, kind)
+    if fx not in configs.FUSED_CONFIGS:
+        return None
+    return dataclasses.replace(plan, config=fx)     # the same grid and work split
+
+
 def _wgmma_ok(K: int, group_size) -> bool:
     """Whether the Hopper kernel can run this weight here (False when the GPU
     cannot be asked, e.g. in CPU-only tests of the choice)."""
@@ -245,14 +274,28 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
     stream = current_stream(stream, torch_input)
     N, K = w.shape
     with stream:
-        if x2 is not None:
-            M = x2.shape[0]
-            out_q = (scratch(stream, "x8", M * K, cp.int8).reshape(M, K),
-                     scratch(stream, "xs", M, cp.float32))
-            xq, xs = gpu_activation.quantize_rows_gpu(x2, stream, out=out_q)
-        xq = cp.ascontiguousarray(xq)
-        xs = cp.ascontiguousarray(xs)
-        M = xq.shape[0]
+        M = (x2 if x2 is not None else xq).shape[0]
+        plan = choose(M, N, K, w.group_size) if M else None
+        fx = fused_plan(x2, plan) if x2 is not None and M else None
+        if fx is not None:
+            xf = cp.ascontiguousarray(x2)
+            if xf.data.ptr % 16:                # TMA needs a 16-byte aligned base
+                xf = xf.copy()
+            xq = xs = None
+            M = xf.shape[0]
+        else:
+            xf = None
+            if plan is not None and isinstance(plan.config, configs.WgmmaConfig) and plan.config.FX:
+                raise ValueError(f"{plan.config.name} takes fp16/bf16 activations (it quantizes "
+                                 f"them itself), not quantized ones; unset LQQ_FORCE_CONFIG")
+            if x2 is not None:
+                M = x2.shape[0]
+                out_q = (scratch(stream, "x8", M * K, cp.int8).reshape(M, K),
+                         scratch(stream, "xs", M, cp.float32))
+                xq, xs = gpu_activation.quantize_rows_gpu(x2, stream, out=out_q)
+            xq = cp.ascontiguousarray(xq)
+            xs = cp.ascontiguousarray(xs)
+            M = xq.shape[0]
         y = out.reshape(M, N) if out is not None else cp.empty((M, N), out_dtype)
         if M == 0:
             return y
@@ -261,25 +304,33 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
             # float64 is added in float32, as the reference does
             bias = cp.ascontiguousarray(bias, cp.float32 if bias.dtype == np.float64 else None)
         bias_kind = BIAS_KINDS["none" if bias is None else bias.dtype.name]
-        rec = _launch(w, p, choose(M, N, K, w.group_size), M, out_dtype, bias_kind)
-        if rec.wgmma and xq.data.ptr % 16:    # TMA needs a 16-byte aligned base
+        rec = _launch(w, p, fx or plan, M, out_dtype, bias_kind)
+        if rec.wgmma and xf is None and xq.data.ptr % 16:   # TMA needs a 16-byte aligned base
             xq = xq.copy()                      # (alive until the launch is queued)
-        args = kernel_args(rec, p, xq, xs, bias, y, stream)
+        args = kernel_args(rec, p, xq, xs, bias, y, stream, xf=xf)
         # PDL for the Hopper kernel only: the mma.sync decode kernels measured
         # 5-10% slower with it (H100, CUDA graphs of back-to-back calls)
         launch.launch(rec.kernel, rec.grid, (rec.threads,), args, rec.smem, stream, pdl=rec.wgmma)
     return y
 
 
-def kernel_args(rec: _Launch, p, xq, xs, bias, y, stream) -> tuple:
+def kernel_args(rec: _Launch, p, xq, xs, bias, y, stream, xf=None) -> tuple:
     """The kernel's arguments for one call of a launch record (also used by
-    benchmarks/probe_stages.py, which appends its probe buffer)."""
+    benchmarks/probe_stages.py, which appends its probe buffer). xf: the
+    fused decode path's float input (16-byte aligned), instead of xq and xs."""
     # scratch is looked up per call, not held by the record: it follows
     # growth, and scratch_scope() can still free a short-lived stream's
     partial = (scratch(stream, "partial", rec.partial_size, np.int32)
                if rec.partial_size else p.s1)
     counters = (scratch(stream, "counters", rec.counters_size, np.uint32, zeroed=True)
                 if rec.counters_size else p.s1)
+    if xf is not None:
+        # the raw values through a TMA map, and the rows themselves (their
+        # absmax) as the last argument; no token scales yet (xs: a placeholder)
+        M, K = xf.shape
+        return ((tma.values_2d(xf.data.ptr, M, K, rec.box_rows),) + rec.maps
+                + (p.codes, p.meta, p.s1, p.s1, bias if bias is not None else p.s1, y, partial,
+                   counters) + rec.ints + (xf,))
     tail = (p.codes, p.meta, p.s1, xs, bias if bias is not None else p.s1, y, partial,
             counters) + rec.ints
     if rec.wgmma:

@@ -90,6 +90,8 @@ _KNOBS = {k.name: k for k in [
          "path of the libnvrtc shared library to use"),
     Knob("LQQ_PDL", _parse_bool, lambda: True,
          "launch kernels on sm_90+ with programmatic dependent launch (0 to turn off)"),
+    Knob("LQQ_FUSED_QUANT", _parse_bool, lambda: False,
+         "on Hopper, quantize fp16/bf16 decode activations inside the GEMM (1; not yet GPU-measured)"),
 ]}
 
 
@@ -119,6 +121,10 @@ def nvrtc_path() -> Path | None:
 
 def pdl() -> bool:
     return _KNOBS["LQQ_PDL"].get()
+
+
+def fused_quant() -> bool:
+    return _KNOBS["LQQ_FUSED_QUANT"].get()
 
 
 def describe() -> list[tuple[str, object, str]]:

@@ -7,7 +7,7 @@ import functools
 
 import numpy as np
 
-_UINT8, _UINT64, _SWIZZLE_NONE, _SWIZZLE_128B = 0, 4, 0, 3
+_UINT8, _UINT16, _UINT64, _SWIZZLE_NONE, _SWIZZLE_128B = 0, 1, 4, 0, 3
 _L2_128B, _OOB_ZERO, _NO_INTERLEAVE = 2, 0, 0
 MAP_DTYPE = np.dtype([("opaque", np.uint64, 16)], align=True)   # 128 bytes
 
@@ -48,6 +48,23 @@ def rows_2d(ptr: int, rows: int, row_bytes: int, box_rows: int, box_bytes: int =
     step = (ctypes.c_uint32 * 2)(1, 1)
     err = _encode_fn()(out.ctypes.data, _UINT8, 2, ctypes.c_void_p(ptr), dims, strides, box, step,
                        _NO_INTERLEAVE, _SWIZZLE_128B, _L2_128B, _OOB_ZERO)
+    if err:
+        raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {err}")
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def values_2d(ptr: int, rows: int, cols: int, box_rows: int, box_cols: int = 128):
+    """Map of a row-major matrix of 16-bit values [rows, cols] (fp16 or bf16:
+    the bits are only moved) read in boxes of box_rows x box_cols with no
+    swizzle; values past either end read as zeros. Memoized like rows_2d."""
+    if ptr % 16 or cols % 8:
+        raise ValueError("TMA needs a 16-byte aligned base and row stride")
+    out = _aligned_map()
+    err = _encode_fn()(out.ctypes.data, _UINT16, 2, ctypes.c_void_p(ptr),
+                       (ctypes.c_uint64 * 2)(cols, rows), (ctypes.c_uint64 * 1)(2 * cols),
+                       (ctypes.c_uint32 * 2)(box_cols, box_rows), (ctypes.c_uint32 * 2)(1, 1),
+                       _NO_INTERLEAVE, _SWIZZLE_NONE, _L2_128B, _OOB_ZERO)
     if err:
         raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {err}")
     return out

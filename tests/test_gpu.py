@@ -553,6 +553,54 @@ def test_wgmma_epilogue_paths(monkeypatch, cfg, N):
 
 
 @pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
+@pytest.mark.parametrize("kind", ["f16", "bf16"])
+@pytest.mark.parametrize("M,N,K,ref", [(1, 4096, 4096, True), (5, 4096, 4104, True),
+                                       (12, 8192, 2048, True), (8, 28672, 4096, False),
+                                       (16, 57344, 2048, False)])
+def test_fused_decode_quantization_bit_exact(monkeypatch, kind, M, N, K, ref):
+    """fp16/bf16 decode input quantized inside the Hopper kernel (each fused
+    tile: bn8, bn16, two CTAs of three, one CTA of four; K past the last
+    128-wide block; a zero row): the int32 accumulators and the fp16 outputs
+    equal the unfused path's (a quantizer kernel first) and, where NumPy can
+    afford it, the reference; identical over repeated launches."""
+    if cp.cuda.Device().compute_capability != "90":
+        pytest.skip("the Hopper kernels need sm_90")
+    from lqq import gpu_gemm
+    monkeypatch.delenv("LQQ_FORCE_CONFIG", raising=False)
+    monkeypatch.setenv("LQQ_FUSED_QUANT", "1")
+    rng = np.random.default_rng()
+    X = (rng.standard_normal((M, K)) * rng.uniform(0.1, 4)).astype(np.float32)
+    if M > 1:
+        X[M - 1] = 0                                # an all-zero row: scale 1
+    if kind == "bf16":
+        bf16 = _bfloat16_or_skip()
+        Xh = X.astype(bf16)
+        xg = cp.asarray(Xh.view(np.uint16)).view(bf16)
+    else:
+        Xh = X.astype(np.float16)
+        xg = cp.asarray(Xh)
+    wg = lqq.quantize_weight(cp.asarray(rng.standard_normal((N, K), dtype=np.float32)), 64, "round")
+    plan = gpu_gemm.fused_plan(xg, gpu_gemm.choose(M, N, K, 64))
+    assert plan is not None and plan.config.FX == kind, "the fused path is what runs"
+    got = {}
+    for fused in ("1", "1", "0"):
+        monkeypatch.setenv("LQQ_FUSED_QUANT", fused)
+        for dt in (np.int32, np.float16):
+            out = poisoned((M, N), dt)
+            y = cp.asnumpy(lqq.gemm(xg, wg, out=out))
+            assert not (dt == np.float16 and np.isnan(y).any()), "unwritten outputs"
+            if (fused, dt) in got:
+                assert np.array_equal(y, got[fused, dt]), "a change between runs"
+            got[fused, dt] = y
+    for dt in (np.int32, np.float16):
+        assert np.array_equal(got["1", dt], got["0", dt]), np.argwhere(got["1", dt] != got["0", dt])[:5]
+    if ref:
+        x8, xs = lqq.quantize_activation(Xh.astype(np.float32))    # the same values, exactly
+        w = wg.to_cpu()
+        assert np.array_equal(got["1", np.int32], reference.gemm(x8, xs, w, None, np.int32))
+        assert np.array_equal(got["1", np.float16], reference.gemm(x8, xs, w, None, np.float16))
+
+
 @pytest.mark.parametrize("M,N,K,G", [(1, 8192, 28672, 64), (16, 4096, 14336, 128),
                                      (300, 1024, 28672, 32), (1024, 6144, 4096, 64)])
 def test_wgmma_heuristic_large_k_and_repeatable(M, N, K, G):

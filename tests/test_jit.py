@@ -264,7 +264,7 @@ def test_knobs_parse_and_reject(monkeypatch, tmp_path):
         assert knobs.cache_dir() == tmp_path / "xdg" / "lqq"
     names = [row[0] for row in knobs.describe()]
     assert names == ["LQQ_CACHE_DIR", "LQQ_DUMP_DIR", "LQQ_DEBUG", "LQQ_FORCE_CONFIG",
-                     "LQQ_ARCH", "LQQ_NVRTC", "LQQ_PDL"]
+                     "LQQ_ARCH", "LQQ_NVRTC", "LQQ_PDL", "LQQ_FUSED_QUANT"]
 
 
 def test_missing_nvrtc_names_the_pip_package(monkeypatch, tmp_path):

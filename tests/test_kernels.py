@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lqq import configs, nvrtc, packing
@@ -251,7 +252,7 @@ def test_register_splits_fit_the_registers_held_at_launch():
 def test_forced_config_takes_the_printed_kernel_names():
     """`lqq kernels` prints full names: LQQ_FORCE_CONFIG takes them, with or
     without the prefix, with a split or CTA count appended."""
-    for c in configs.MMA_CONFIGS + configs.DECODE_CONFIGS + configs.WGMMA_CONFIGS:
+    for c in configs.MMA_CONFIGS + configs.DECODE_CONFIGS + configs.WGMMA_CONFIGS + configs.FUSED_CONFIGS:
         short = c.name[len(configs.KERNEL_PREFIX):]
         suffix = "_c132" if isinstance(c, configs.WgmmaConfig) else "_s2"
         assert configs._parse_forced(c.name) == (c, 1, None)
@@ -263,6 +264,46 @@ def test_forced_config_takes_the_printed_kernel_names():
     for wrong_arch in ("wgmma_sm80_bn128_st6", "mma_sm90_bm32_rb1"):
         with pytest.raises(KeyError):
             configs._parse_forced(wrong_arch)
+
+
+def test_fused_decode_plan_eligibility(monkeypatch):
+    """lqq.gemm on fp16/bf16 input quantizes inside the Hopper kernel where the
+    plan is one of the decode tiles FUSED_CONFIGS has, covering every token,
+    with K % 8 == 0 and M x K small enough for each CTA to read the rows; a
+    forced plan stays as forced, and a forced fused config needs its input."""
+    from lqq import gpu_gemm
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    monkeypatch.delenv("LQQ_FORCE_CONFIG", raising=False)
+    monkeypatch.delenv("LQQ_FUSED_QUANT", raising=False)
+    assert gpu_gemm.fused_plan(np.zeros((1, 4096), np.float16),
+                               configs.heuristic(1, 4096, 4096, 132, wgmma=True)) is None, \
+        "off by default until measured on a GPU"
+    monkeypatch.setenv("LQQ_FUSED_QUANT", "1")
+
+    def fused(M, N, K, dtype=np.float16):
+        plan = configs.heuristic(M, N, K, 132, wgmma=True)
+        return gpu_gemm.fused_plan(np.zeros((M, K), dtype), plan)
+
+    p = fused(1, 4096, 4096)
+    assert p.config == configs.fused(configs.WgmmaConfig(8, 8), "f16")
+    assert p.grid == configs.heuristic(1, 4096, 4096, 132, wgmma=True).grid
+    assert fused(8, 28672, 4096).config == configs.fused(configs.WIDE_DECODE[8], "f16")
+    assert fused(3, 4096, 4096, ml_dtypes.bfloat16).config.FX == "bf16"
+    assert fused(16, 57344, 2048).config == configs.fused(configs.WgmmaConfig(16, 8, 4), "f16")
+    assert fused(1, 4096, 4096, np.float32) is None, "fp16 and bf16 only"
+    assert fused(9, 4096, 4096) is None, "M x K past FUSED_MAX_VALUES"
+    assert fused(1, 4096, 4100) is None, "K % 8"
+    assert fused(1, 1024, 1024) is None, "the mma.sync decode kernel's layers"
+    assert fused(64, 8192, 256) is None, "not a decode tile"
+    monkeypatch.setenv("LQQ_FUSED_QUANT", "0")
+    assert fused(1, 4096, 4096) is None
+    monkeypatch.setenv("LQQ_FUSED_QUANT", "1")
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn8_st8_c5")
+    assert fused(1, 4096, 4096) is None, "a forced plan stays as forced"
+    forced = configs.plan(configs.fused(configs.WgmmaConfig(8, 8), "f16"), 1, 4096, 4096, ctas=5)
+    assert gpu_gemm.fused_plan(np.zeros((1, 4096), np.float16), forced) is forced
+    with pytest.raises(ValueError, match="quantizes f16 input"):
+        gpu_gemm.fused_plan(np.zeros((1, 4096), np.float32), forced)
 
 
 def test_kernels_report_targets():
