@@ -123,13 +123,20 @@ def choose(M: int, N: int, K: int, group_size: int | None = None) -> configs.Pla
             if len(_heuristic_plans) >= 16384:
                 _heuristic_plans.clear()
             plan = _heuristic_plans[key] = configs.heuristic(*key[:4], wgmma=key[4])
-    if knobs.debug() and (M, N, K, group_size, plan, source) not in _logged_choices:
+    if knobs.debug():
+        _log_choice(M, N, K, group_size, plan, source)
+    return plan
+
+
+def _log_choice(M, N, K, group_size, plan, source):
+    """Each distinct (shape, plan, source) once, under LQQ_DEBUG."""
+    from . import tune_cache
+    if (M, N, K, group_size, plan, source) not in _logged_choices:
         if len(_logged_choices) >= 16384:
             _logged_choices.clear()
         _logged_choices.add((M, N, K, group_size, plan, source))
         jit.log_debug("M=%d N=%d K=%d group %s: %s grid %s (%s)", M, N, K, group_size,
                       tune_cache.plan_text(plan), plan.grid, source)
-    return plan
 
 
 _heuristic_plans: dict = {}
@@ -162,6 +169,12 @@ def fused_plan(x2, plan: configs.Plan) -> configs.Plan | None:
     if fx not in configs.FUSED_CONFIGS:
         return None
     return dataclasses.replace(plan, config=fx)     # the same grid and work split
+
+
+def _overlap(a, b) -> bool:
+    """Whether two CuPy arrays' byte spans intersect."""
+    lo_a, lo_b = a.data.ptr, b.data.ptr
+    return lo_a < lo_b + b.nbytes and lo_b < lo_a + a.nbytes
 
 
 def _wgmma_ok(K: int, group_size) -> bool:
@@ -277,7 +290,11 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         M = (x2 if x2 is not None else xq).shape[0]
         plan = choose(M, N, K, w.group_size) if M else None
         fx = fused_plan(x2, plan) if x2 is not None and M else None
+        if fx is not None and out is not None and _overlap(out, x2):
+            fx = None           # CTAs would still read x where others write out
         if fx is not None:
+            if knobs.debug():
+                _log_choice(M, N, K, w.group_size, fx, "fused decode quantization")
             xf = cp.ascontiguousarray(x2)
             if xf.data.ptr % 16:                # TMA needs a 16-byte aligned base
                 xf = xf.copy()

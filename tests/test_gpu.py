@@ -601,6 +601,24 @@ def test_fused_decode_quantization_bit_exact(monkeypatch, kind, M, N, K, ref):
         assert np.array_equal(got["1", np.float16], reference.gemm(x8, xs, w, None, np.float16))
 
 
+def test_fused_decode_with_out_in_the_input_s_bytes(monkeypatch):
+    """out may share x's memory (lqq.gemm(x, w, out=view of x)): the fused path
+    then steps aside, and the result is the reference's."""
+    if cp.cuda.Device().compute_capability != "90":
+        pytest.skip("the Hopper kernels need sm_90")
+    monkeypatch.delenv("LQQ_FORCE_CONFIG", raising=False)
+    monkeypatch.setenv("LQQ_FUSED_QUANT", "1")
+    rng = np.random.default_rng()
+    M, N, K = 2, 4096, 4096
+    X = rng.standard_normal((M, K)).astype(np.float16)
+    w = make_weight(rng, N, K, 64)
+    x8, xs = lqq.quantize_activation(X)
+    buf = cp.asarray(X)
+    out = buf.reshape(-1)[:M * N].reshape(M, N)           # the same bytes as x
+    lqq.gemm(buf, w.to_gpu(), out=out)
+    assert np.array_equal(cp.asnumpy(out), reference.gemm(x8, xs, w, None, np.float16))
+
+
 @pytest.mark.parametrize("M,N,K,G", [(1, 8192, 28672, 64), (16, 4096, 14336, 128),
                                      (300, 1024, 28672, 32), (1024, 6144, 4096, 64)])
 def test_wgmma_heuristic_large_k_and_repeatable(M, N, K, G):

@@ -266,6 +266,18 @@ def test_forced_config_takes_the_printed_kernel_names():
             configs._parse_forced(wrong_arch)
 
 
+def test_fused_configs_fit_their_ctas_per_sm(report):
+    """configs.fused sizes the stages beside the raw values assuming at most
+    2048 bytes of static shared memory per CTA: what ptxas reports."""
+    arch, rows = report
+    if arch != "sm_90a":
+        pytest.skip("the Hopper kernels are sm_90a only")
+    static = {r["name"]: r["smem_bytes"] for r in rows}
+    for cfg in configs.FUSED_CONFIGS:
+        assert static[cfg.name] <= 2048, cfg.name
+        assert (cfg.smem_bytes() + static[cfg.name]) * cfg.MINB <= configs.SMEM_PER_SM, cfg.name
+
+
 def test_fused_decode_plan_eligibility(monkeypatch):
     """lqq.gemm on fp16/bf16 input quantizes inside the Hopper kernel where the
     plan is one of the decode tiles FUSED_CONFIGS has, covering every token,
@@ -304,6 +316,17 @@ def test_fused_decode_plan_eligibility(monkeypatch):
     assert gpu_gemm.fused_plan(np.zeros((1, 4096), np.float16), forced) is forced
     with pytest.raises(ValueError, match="quantizes f16 input"):
         gpu_gemm.fused_plan(np.zeros((1, 4096), np.float32), forced)
+
+
+def test_overlap_of_byte_spans():
+    """lqq.gemm does not fuse when out shares bytes with x (other CTAs would
+    still read x where one writes out)."""
+    from types import SimpleNamespace as NS
+
+    from lqq import gpu_gemm
+    arr = lambda ptr, n: NS(data=NS(ptr=ptr), nbytes=n)
+    assert gpu_gemm._overlap(arr(0, 100), arr(99, 10)) and gpu_gemm._overlap(arr(50, 10), arr(0, 100))
+    assert not gpu_gemm._overlap(arr(0, 100), arr(100, 10)) and not gpu_gemm._overlap(arr(110, 5), arr(0, 110))
 
 
 def test_kernels_report_targets():
