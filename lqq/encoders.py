@@ -17,6 +17,7 @@ METHODS = ("search", "round", "paper")
 _FIX = 16
 _SEARCH_S2_BELOW = 2     # s2 candidates: ceil(r/15) - 2 .. ceil(r/15)
 _SEARCH_Z_RADIUS = 8     # z candidates: lo - 8 .. lo + 8
+_SEARCH_S2_ABOVE = 7     # and ceil(r/15) + 1 .. + 7 (at most 17), each with a level on 128
 
 
 def channel_scales(xp, W32, level: int):
@@ -103,8 +104,10 @@ def exhaustive_group_error(W32, group_size: int):
 def encode_search(xp, W32, group_size: int, rows_per_chunk: int | None = None):
     """Per group, the (s2, z) with the least squared error against the
     unrounded W / s1 + 128, among s2 in [ceil(r/15) - 2, ceil(r/15)] and z in
-    [lo - 8, lo + 8], both limited so that z + 15 * s2 <= 255. Extremes may
-    clip. Ties go to the first candidate in (s2, z) ascending order."""
+    [lo - 8, lo + 8], then s2 in [ceil(r/15) + 1, ceil(r/15) + 7] (at most 17)
+    each with the z that puts a level on 128 (W = 0) and covers lo, all
+    limited so that z + 15 * s2 <= 255. Extremes may clip. Ties go to the
+    first candidate in that order."""
     N, K = W32.shape
     G = group_size
     ng = K // G
@@ -142,6 +145,24 @@ def encode_search(xp, W32, group_size: int, rows_per_chunk: int | None = None):
                     best_err = xp.where(better, err, best_err)
                     best_s2 = xp.where(better, s2, best_s2)
                     best_z = xp.where(better, z, best_z)
+        # wider steps with a level on the zero point (128: W = 0), for groups
+        # that hold a row's lone outlier: most values near 0, one far out
+        # (Student-t, 3 degrees of freedom: s2 = 14 with levels on 128 and
+        # 254 against the window's best at s2 = 10, 190 -> 111 in error)
+        for ds in range(1, _SEARCH_S2_ABOVE + 1):
+            s2 = xp.minimum(base + ds, 17)
+            zmax = 255 - 15 * s2
+            k = xp.maximum(-((lo - 128) // s2), -((zmax - 128) // s2))   # levels below 128
+            z = xp.clip(128 - s2 * k, 0, zmax)
+            s2f = s2.astype(xp.float32)[..., None]
+            zf = z.astype(xp.float32)[..., None]
+            Q = _search_codes(xp, V, s2f, zf)
+            e = _FIX * (Q * s2f + zf) - V
+            err = (e * e).sum(axis=2, dtype=xp.float64)
+            better = err < best_err
+            best_err = xp.where(better, err, best_err)
+            best_s2 = xp.where(better, s2, best_s2)
+            best_z = xp.where(better, z, best_z)
         Q = _search_codes(xp, V, best_s2.astype(xp.float32)[..., None],
                           best_z.astype(xp.float32)[..., None])
         s2_out[r0:r1] = best_s2
