@@ -114,6 +114,11 @@ def choose(M: int, N: int, K: int, group_size: int | None = None) -> configs.Pla
     plan, source = configs.forced(M, N, K), "LQQ_FORCE_CONFIG"
     if plan is None:
         plan, source = tune_cache.lookup(M, N, K, group_size), "autotune"
+        # a Hopper winner, tuned before LQQ_ARCH named another target (the
+        # index of the tuning file is rechecked once a second)
+        if plan is not None and isinstance(plan.config, configs.WgmmaConfig) \
+                and not configs.wgmma_target_ok():
+            plan = None
     if plan is None:
         # the heuristic is pure and costs several microseconds a call: memoized
         # per shape, GPU size and kernel family
@@ -291,6 +296,10 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         plan = choose(M, N, K, w.group_size) if M else None
         fx = fused_plan(x2, plan) if x2 is not None and M else None
         if fx is not None and out is not None and _overlap(out, x2):
+            if fx.config.FX and fx is plan:     # forced: say why it cannot run
+                raise ValueError(f"{fx.config.name} reads x while it writes out, and out "
+                                 f"shares memory with x; pass a separate out or unset "
+                                 f"LQQ_FORCE_CONFIG")
             fx = None           # CTAs would still read x where others write out
         if fx is not None:
             if knobs.debug():

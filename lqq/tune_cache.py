@@ -77,7 +77,8 @@ def current_device() -> int:
 
 def device_fingerprint(dev_id: int | None = None) -> dict:
     """Everything a measurement depends on besides the shape (needs CuPy and a
-    GPU); memoized per device for the process."""
+    GPU); memoized per device for the process, but for LQQ_ARCH (read on
+    every call: a forced compile target tunes into a file of its own)."""
     dev = current_device() if dev_id is None else dev_id
     fp = _fingerprints.get(dev)
     if fp is None:
@@ -94,9 +95,8 @@ def device_fingerprint(dev_id: int | None = None) -> dict:
             "nvrtc": ".".join(map(str, nvrtc.version())),
             "lqq": __version__,
             "template_hash": jit.template_hash()}
-        if knobs.arch():                # a forced compile target tunes into its own file
-            fp["target"] = knobs.arch()
-    return fp
+    target = knobs.arch()
+    return {**fp, "target": target} if target else fp
 
 
 def device_hash(device: dict) -> str:

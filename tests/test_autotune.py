@@ -421,9 +421,9 @@ def test_choose_logs_each_choice_and_its_source_once_under_lqq_debug(monkeypatch
 
 
 def test_a_compile_target_other_than_sm_90a_keeps_the_portable_kernels(monkeypatch):
-    """Under LQQ_ARCH=sm_90 the Hopper kernel cannot build: the heuristic, the
-    memo and the autotune file (a fingerprint of its own) all keep to the
-    portable kernels."""
+    """Under LQQ_ARCH=sm_90 the Hopper kernel cannot build: the heuristic, its
+    memo and a Hopper autotune winner (tuned before the target changed) all
+    give way to the portable kernels."""
     monkeypatch.delenv("LQQ_ARCH", raising=False)
     monkeypatch.setattr(gpu_gemm.launch, "compute_capability", lambda: "90")
     monkeypatch.setattr(gpu_gemm, "sm_count", lambda: 132)
@@ -438,6 +438,11 @@ def test_a_compile_target_other_than_sm_90a_keeps_the_portable_kernels(monkeypat
         "the memoized Hopper plan is not reused under another target"
     monkeypatch.setattr(gpu_gemm, "sm_count", lambda: 66)
     assert gpu_gemm.choose(64, 4096, 4096, 64) == configs.heuristic(64, 4096, 4096, 66)
+    tuned = configs.plan(configs.WgmmaConfig(64, 4), 64, 4096, 4096, ctas=132)
+    monkeypatch.setattr(tune_cache, "lookup", lambda *a, **k: tuned)
+    assert gpu_gemm.choose(64, 4096, 4096, 64) == configs.heuristic(64, 4096, 4096, 66)
+    monkeypatch.delenv("LQQ_ARCH")
+    assert gpu_gemm.choose(64, 4096, 4096, 64) == tuned
 
 
 def test_a_forced_compile_target_tunes_into_its_own_file(monkeypatch):
@@ -449,8 +454,7 @@ def test_a_forced_compile_target_tunes_into_its_own_file(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cp)
     monkeypatch.setattr(nvrtc, "version", lambda: (13, 0))
     native = tune_cache.device_fingerprint(0)
-    monkeypatch.setattr(tune_cache, "_fingerprints", {})
-    monkeypatch.setenv("LQQ_ARCH", "sm_90")
+    monkeypatch.setenv("LQQ_ARCH", "sm_90")             # read again, though memoized
     forced = tune_cache.device_fingerprint(0)
     assert "target" not in native and forced == {**native, "target": "sm_90"}
     assert tune_cache.path_for(native) != tune_cache.path_for(forced)
