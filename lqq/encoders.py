@@ -127,24 +127,27 @@ def encode_search(xp, W32, group_size: int, rows_per_chunk: int | None = None):
         U = _level1(xp, W, s1[r0:r1], 127).reshape(r1 - r0, ng, G)
         lo, hi = U.min(axis=2), U.max(axis=2)
         base = xp.maximum(1, (hi - lo + 14) // 15)
-        best_err = None
+        best = None                                # (err, s2, z) per group so far
+
+        def consider(s2, z):
+            # a candidate replaces the best only if strictly better: ties keep
+            # the earlier one
+            nonlocal best
+            s2f = s2.astype(xp.float32)[..., None]
+            zf = z.astype(xp.float32)[..., None]
+            e = _FIX * (_search_codes(xp, V, s2f, zf) * s2f + zf) - V   # |e| <= 4080: e*e exact
+            err = (e * e).sum(axis=2, dtype=xp.float64)                  # exact: integers < 2^53
+            if best is None:
+                best = (err, s2, z)
+            else:
+                better = err < best[0]
+                best = tuple(xp.where(better, new, old) for new, old in zip((err, s2, z), best))
+
         for ds in range(-_SEARCH_S2_BELOW, 1):
             s2 = xp.maximum(1, base + ds)
             zmax = 255 - 15 * s2
-            s2f = s2.astype(xp.float32)[..., None]
             for dz in range(-_SEARCH_Z_RADIUS, _SEARCH_Z_RADIUS + 1):
-                z = xp.clip(lo + dz, 0, zmax)
-                zf = z.astype(xp.float32)[..., None]
-                Q = _search_codes(xp, V, s2f, zf)
-                e = _FIX * (Q * s2f + zf) - V          # |e| <= 4080: e*e exact in float32
-                err = (e * e).sum(axis=2, dtype=xp.float64)  # exact: integers < 2^53
-                if best_err is None:
-                    best_err, best_s2, best_z = err, s2, z
-                else:
-                    better = err < best_err
-                    best_err = xp.where(better, err, best_err)
-                    best_s2 = xp.where(better, s2, best_s2)
-                    best_z = xp.where(better, z, best_z)
+                consider(s2, xp.clip(lo + dz, 0, zmax))
         # wider steps with a level on the zero point (128: W = 0), for groups
         # that hold a row's lone outlier: most values near 0, one far out
         # (Student-t, 3 degrees of freedom: s2 = 14 with levels on 128 and
@@ -153,16 +156,8 @@ def encode_search(xp, W32, group_size: int, rows_per_chunk: int | None = None):
             s2 = xp.minimum(base + ds, 17)
             zmax = 255 - 15 * s2
             k = xp.maximum(-((lo - 128) // s2), -((zmax - 128) // s2))   # levels below 128
-            z = xp.clip(128 - s2 * k, 0, zmax)
-            s2f = s2.astype(xp.float32)[..., None]
-            zf = z.astype(xp.float32)[..., None]
-            Q = _search_codes(xp, V, s2f, zf)
-            e = _FIX * (Q * s2f + zf) - V
-            err = (e * e).sum(axis=2, dtype=xp.float64)
-            better = err < best_err
-            best_err = xp.where(better, err, best_err)
-            best_s2 = xp.where(better, s2, best_s2)
-            best_z = xp.where(better, z, best_z)
+            consider(s2, xp.clip(128 - s2 * k, 0, zmax))
+        _, best_s2, best_z = best
         Q = _search_codes(xp, V, best_s2.astype(xp.float32)[..., None],
                           best_z.astype(xp.float32)[..., None])
         s2_out[r0:r1] = best_s2

@@ -168,7 +168,7 @@ def fused_plan(x2, plan: configs.Plan) -> configs.Plan | None:
     if (kind not in configs.FX_TAGS or K % 8 or not 0 < M * K <= configs.FUSED_MAX_VALUES
             or not knobs.fused_quant() or knobs.force_config()):   # a forced plan stays as forced
         return None
-    if not isinstance(cfg, configs.WgmmaConfig) or cfg.FX or M > cfg.BN:
+    if not isinstance(cfg, configs.WgmmaConfig) or M > cfg.BN:
         return None
     fx = configs.fused(cfg, kind)
     if fx not in configs.FUSED_CONFIGS:
@@ -296,7 +296,7 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         plan = choose(M, N, K, w.group_size) if M else None
         fx = fused_plan(x2, plan) if x2 is not None and M else None
         if fx is not None and out is not None and _overlap(out, x2):
-            if fx.config.FX and fx is plan:     # forced: say why it cannot run
+            if fx is plan:                      # forced: say why it cannot run
                 raise ValueError(f"{fx.config.name} reads x while it writes out, and out "
                                  f"shares memory with x; pass a separate out or unset "
                                  f"LQQ_FORCE_CONFIG")
@@ -308,20 +308,17 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
             if xf.data.ptr % 16:                # TMA needs a 16-byte aligned base
                 xf = xf.copy()
             xq = xs = None
-            M = xf.shape[0]
         else:
             xf = None
             if plan is not None and isinstance(plan.config, configs.WgmmaConfig) and plan.config.FX:
                 raise ValueError(f"{plan.config.name} takes fp16/bf16 activations (it quantizes "
                                  f"them itself), not quantized ones; unset LQQ_FORCE_CONFIG")
             if x2 is not None:
-                M = x2.shape[0]
                 out_q = (scratch(stream, "x8", M * K, cp.int8).reshape(M, K),
                          scratch(stream, "xs", M, cp.float32))
                 xq, xs = gpu_activation.quantize_rows_gpu(x2, stream, out=out_q)
             xq = cp.ascontiguousarray(xq)
             xs = cp.ascontiguousarray(xs)
-            M = xq.shape[0]
         y = out.reshape(M, N) if out is not None else cp.empty((M, N), out_dtype)
         if M == 0:
             return y

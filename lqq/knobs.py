@@ -54,9 +54,14 @@ def _parse_str(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def is_arch(text: str) -> bool:
+    """Whether text is a GPU architecture as LQQ_ARCH spells it (sm_90a, sm_80, sm_100f)."""
+    return _ARCH_RE.fullmatch(text) is not None
+
+
 def _parse_arch(name: str, raw: str) -> str:
     arch = raw.strip()
-    if not _ARCH_RE.fullmatch(arch):
+    if not is_arch(arch):
         raise ValueError(f"{name}={raw!r} is not a GPU architecture; expected e.g. sm_90a or sm_80")
     return arch
 

@@ -3,10 +3,9 @@ GPU needed) and report its resources and SASS instruction mix."""
 from __future__ import annotations
 
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 
-from . import configs, jit, sass
+from . import configs, jit, knobs, sass
 
 
 def compile_spec(spec: configs.KernelSpec, arch: str) -> dict:
@@ -21,8 +20,7 @@ def specs_for(arch: str) -> list[configs.KernelSpec]:
     """The kernels lqq launches on ``arch``: on sm_90a all of them, on any
     other sm_80 or newer target the portable families (the Hopper kernel is
     sm_90a only)."""
-    m = re.fullmatch(r"sm_(\d{2,3})[af]?", arch)            # the spellings LQQ_ARCH takes
-    if not m or int(m.group(1)) < 80:
+    if not knobs.is_arch(arch) or int(arch[3:].rstrip("af")) < 80:
         raise ValueError(f"{arch!r} is not a target of lqq's kernels: sm_90a (every kernel) "
                          f"or sm_80 and newer, e.g. sm_86 or sm_90 (the portable mma.sync kernels)")
     family = "sm_90a" if arch == "sm_90a" else "sm_80"

@@ -32,6 +32,20 @@ def _encode_fn():
     return fn
 
 
+def _encode(ptr: int, dtype: int, dims: tuple, strides: tuple, box: tuple, swizzle: int):
+    """A tiled map (dims and box innermost first, byte strides of the outer
+    dims), elements past the ends read as zeros; shared by every map below."""
+    out = _aligned_map()
+    rank = len(dims)
+    err = _encode_fn()(out.ctypes.data, dtype, rank, ctypes.c_void_p(ptr),
+                       (ctypes.c_uint64 * rank)(*dims), (ctypes.c_uint64 * (rank - 1))(*strides),
+                       (ctypes.c_uint32 * rank)(*box), (ctypes.c_uint32 * rank)(*(1,) * rank),
+                       _NO_INTERLEAVE, swizzle, _L2_128B, _OOB_ZERO)
+    if err:
+        raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {err}")
+    return out
+
+
 @functools.lru_cache(maxsize=256)
 def rows_2d(ptr: int, rows: int, row_bytes: int, box_rows: int, box_bytes: int = 128):
     """Map of a row-major uint8 matrix [rows, row_bytes] read in boxes of
@@ -41,16 +55,7 @@ def rows_2d(ptr: int, rows: int, row_bytes: int, box_rows: int, box_bytes: int =
     the driver costs microseconds on every call)."""
     if ptr % 16 or row_bytes % 16:
         raise ValueError("TMA needs a 16-byte aligned base and row stride")
-    out = _aligned_map()
-    dims = (ctypes.c_uint64 * 2)(row_bytes, rows)
-    strides = (ctypes.c_uint64 * 1)(row_bytes)
-    box = (ctypes.c_uint32 * 2)(box_bytes, box_rows)
-    step = (ctypes.c_uint32 * 2)(1, 1)
-    err = _encode_fn()(out.ctypes.data, _UINT8, 2, ctypes.c_void_p(ptr), dims, strides, box, step,
-                       _NO_INTERLEAVE, _SWIZZLE_128B, _L2_128B, _OOB_ZERO)
-    if err:
-        raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {err}")
-    return out
+    return _encode(ptr, _UINT8, (row_bytes, rows), (row_bytes,), (box_bytes, box_rows), _SWIZZLE_128B)
 
 
 @functools.lru_cache(maxsize=256)
@@ -60,14 +65,7 @@ def values_2d(ptr: int, rows: int, cols: int, box_rows: int, box_cols: int = 128
     swizzle; values past either end read as zeros. Memoized like rows_2d."""
     if ptr % 16 or cols % 8:
         raise ValueError("TMA needs a 16-byte aligned base and row stride")
-    out = _aligned_map()
-    err = _encode_fn()(out.ctypes.data, _UINT16, 2, ctypes.c_void_p(ptr),
-                       (ctypes.c_uint64 * 2)(cols, rows), (ctypes.c_uint64 * 1)(2 * cols),
-                       (ctypes.c_uint32 * 2)(box_cols, box_rows), (ctypes.c_uint32 * 2)(1, 1),
-                       _NO_INTERLEAVE, _SWIZZLE_NONE, _L2_128B, _OOB_ZERO)
-    if err:
-        raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {err}")
-    return out
+    return _encode(ptr, _UINT16, (cols, rows), (2 * cols,), (box_cols, box_rows), _SWIZZLE_NONE)
 
 
 def packed_geometry(Nb: int, Kb: int, groups_pad: int, slabs: int, groups_per_block: int):
@@ -89,11 +87,4 @@ def blocks_3d(ptr: int, dims: tuple, strides: tuple, box: tuple):
     read as zeros. Memoized like rows_2d."""
     if ptr % 16 or any(st % 16 for st in strides):
         raise ValueError("TMA needs a 16-byte aligned base and strides")
-    out = _aligned_map()
-    err = _encode_fn()(out.ctypes.data, _UINT64, 3, ctypes.c_void_p(ptr),
-                       (ctypes.c_uint64 * 3)(*dims), (ctypes.c_uint64 * 2)(*strides),
-                       (ctypes.c_uint32 * 3)(*box), (ctypes.c_uint32 * 3)(1, 1, 1),
-                       _NO_INTERLEAVE, _SWIZZLE_NONE, _L2_128B, _OOB_ZERO)
-    if err:
-        raise RuntimeError(f"cuTensorMapEncodeTiled failed with CUresult {err}")
-    return out
+    return _encode(ptr, _UINT64, dims, strides, box, _SWIZZLE_NONE)
