@@ -182,6 +182,58 @@ def test_activation_quantization_matches_reference(M, K, dtype, misaligned):
     assert np.array_equal(cp.asnumpy(xq), rq) and np.array_equal(cp.asnumpy(xs), rs)
 
 
+HALF_TIE_MAX = np.float32(127 / 32)       # a row with this max has scale 2^-5, exactly
+
+
+def _near_half_integers(kind: str, rng) -> np.ndarray:
+    """Values whose quotients by the scale 2^-5 (rows whose max is
+    HALF_TIE_MAX) are half-integers (ties) or lie next to them, where the
+    quantizers' reciprocal shortcut hands over to the division; as float32:
+    every finite 16-bit value in [-HALF_TIE_MAX, HALF_TIE_MAX], shuffled, or
+    for "f32" each quotient k + 0.5 and the two floats either side of it."""
+    if kind == "f16":
+        pos = np.arange(0x4400, dtype=np.uint16).view(np.float16).astype(np.float32)
+    elif kind == "bf16":
+        pos = (np.arange(0x4080, dtype=np.uint32) << 16).view(np.float32)
+    else:
+        mid = ((np.arange(127) + 0.5) / 32).astype(np.float32)
+        up, down = np.float32(np.inf), np.float32(0)
+        pos = np.concatenate([mid, np.nextafter(mid, up), np.nextafter(np.nextafter(mid, up), up),
+                              np.nextafter(mid, down), np.nextafter(np.nextafter(mid, down), down)])
+        pos = np.tile(pos, 8)
+    pos = pos[pos <= HALF_TIE_MAX]
+    return rng.permutation(np.concatenate([pos, -pos]).astype(np.float32))
+
+
+def _quotients_near_half(X: np.ndarray) -> int:
+    """How many of X's quotients by their row's scale lie within 1e-3 of a half-integer."""
+    s = np.abs(X).max(axis=1, keepdims=True) / np.float32(127)
+    q = np.abs(X / np.where(s == 0, 1, s))
+    return int((np.abs(q - np.floor(q) - 0.5) < 1e-3).sum())
+
+
+@pytest.mark.parametrize("kind", ["f16", "bf16", "f32"])
+def test_activation_quantization_near_half_integers(kind):
+    """Codes of values whose quotients sit on and beside half-integers (the
+    quantizer multiplies by the reciprocal and divides only there): equal to
+    the reference's IEEE quotients, rounded, in both the vector and the
+    element-wise paths."""
+    rng = np.random.default_rng()
+    v = _near_half_integers(kind, rng)
+    for K in (len(v) // 8 * 8, 1001):
+        X = np.stack([v[:K], rng.permutation(v)[:K], np.zeros(K, np.float32)])
+        X[:2, 0] = HALF_TIE_MAX
+        assert _quotients_near_half(X[:2]) > 0, "the division's cases are in the input"
+        if kind == "bf16":
+            xg = cp.asarray(X.view(np.uint32) >> 16).astype(cp.uint16).view(_bfloat16_or_skip())
+        else:
+            xg = cp.asarray(X.astype(np.float16 if kind == "f16" else np.float32))
+        xq, xs = lqq.quantize_activation(xg)
+        rq, rs = lqq.quantize_activation(X)         # the 16-bit values are exact in float32
+        assert np.array_equal(cp.asnumpy(xs), rs)
+        assert np.array_equal(cp.asnumpy(xq), rq), np.argwhere(cp.asnumpy(xq) != rq)[:5]
+
+
 @pytest.mark.parametrize("method", ["round", "paper", "search"])
 def test_quantize_weight_on_gpu_is_bit_identical(method):
     rng = np.random.default_rng()
@@ -599,6 +651,32 @@ def test_fused_decode_quantization_bit_exact(monkeypatch, kind, M, N, K, ref):
         w = wg.to_cpu()
         assert np.array_equal(got["1", np.int32], reference.gemm(x8, xs, w, None, np.int32))
         assert np.array_equal(got["1", np.float16], reference.gemm(x8, xs, w, None, np.float16))
+
+
+@pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
+@pytest.mark.parametrize("kind", ["f16", "bf16"])
+def test_fused_decode_near_half_integers(monkeypatch, kind):
+    """The fused path's codes for quotients on and beside half-integers (where
+    its converters divide): the reference's int32 accumulators, exactly."""
+    from lqq import gpu_gemm
+    monkeypatch.delenv("LQQ_FORCE_CONFIG", raising=False)
+    monkeypatch.setenv("LQQ_FUSED_QUANT", "1")
+    rng = np.random.default_rng()
+    v = _near_half_integers(kind, rng)
+    M, N, K = 2, 4096, 16384
+    X = np.stack([v[:K], v[-K:]])
+    X[:, 0] = HALF_TIE_MAX
+    assert _quotients_near_half(X) > 0, "the division's cases are in the input"
+    if kind == "bf16":
+        xg = cp.asarray(X.view(np.uint32) >> 16).astype(cp.uint16).view(_bfloat16_or_skip())
+    else:
+        xg = cp.asarray(X.astype(np.float16))
+    wg = lqq.quantize_weight(cp.asarray(rng.standard_normal((N, K), dtype=np.float32)), 64, "round")
+    plan = gpu_gemm.fused_plan(xg, gpu_gemm.choose(M, N, K, 64))
+    assert plan is not None and plan.config.FX == kind, "the fused path is what runs"
+    got = cp.asnumpy(lqq.gemm(xg, wg, out=poisoned((M, N), np.int32)))
+    x8, xs = lqq.quantize_activation(X)
+    assert np.array_equal(got, reference.gemm(x8, xs, wg.to_cpu(), None, np.int32))
 
 
 def test_fused_decode_with_out_in_the_input_s_bytes(monkeypatch):
