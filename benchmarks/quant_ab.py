@@ -2,8 +2,9 @@
 input), each as a CUDA graph of back-to-back calls with rotated weights, so
 the cost of quantizing inside lqq.gemm can be told apart from the kernels'
 interplay (run once with LQQ_PDL=0 and once with LQQ_PDL=1; with
-LQQ_FUSED_QUANT=1 the float-input GEMM quantizes inside the Hopper kernel at
-decode, so "float-input gemm" is the fused path).
+LQQ_FUSED_QUANT=1 the float-input GEMM quantizes inside the Hopper kernel
+wherever it can at decode, so "float-input gemm" is the fused path; with 0
+never; with the default, auto, where lqq.configs.fused_pays says).
 python benchmarks/quant_ab.py M,N,K ...
 QUANT_AB_ACT=THREADS,VPT pins the quantizer's shape (lqq.configs.ActConfig)
 instead of the one lqq picks per (M, row bytes)."""
@@ -22,7 +23,7 @@ if os.environ.get("QUANT_AB_ACT"):
 
 rng = np.random.default_rng(0)
 print(f"LQQ_PDL={os.environ.get('LQQ_PDL', '(default: on)')} "
-      f"LQQ_FUSED_QUANT={os.environ.get('LQQ_FUSED_QUANT', '(default: off)')} "
+      f"LQQ_FUSED_QUANT={os.environ.get('LQQ_FUSED_QUANT', '(default: auto)')} "
       f"quantizer={os.environ.get('QUANT_AB_ACT', '(by M)')}")
 for arg in sys.argv[1:]:
     M, N, K = map(int, arg.split(","))

@@ -230,6 +230,22 @@ FUSED_CONFIGS = tuple(fused(c, kind) for c in (
     for kind in FX_TAGS)
 # values (M x K) up to which a CTA reads every row itself for its absmax
 FUSED_MAX_VALUES = 32768
+# where the fused path measured faster than the quantizer kernel before the
+# GEMM (LQQ_FUSED_QUANT=auto; benchmarks/RESULTS.md, session 11, H200): the
+# two-CTA tile of the largest layers, where the separate quantizer cost about
+# 5 us (28672 x 4096 at M = 1, 2: 2.2-2.6 us saved; 16384 x 8192: 2.3;
+# 57344 x 4096: 1.4), with few values for every CTA to read (at M x K =
+# 32768 it lost 9 us) and not too many k-blocks per CTA (the fused tile has a
+# stage fewer: 57344 x 8192, 146 k-blocks, lost 1 us). The other decode tiles
+# lost 0.2-2.7 us at M = 1.
+FUSED_AUTO_MAX_VALUES = 8192
+FUSED_AUTO_MAX_KB = 96
+
+
+def fused_pays(plan: "Plan", M: int, K: int) -> bool:
+    """Whether LQQ_FUSED_QUANT=auto fuses the quantization into `plan`."""
+    return (plan.config == WIDE_DECODE[8] and M * K <= FUSED_AUTO_MAX_VALUES
+            and plan.kb_per_split <= FUSED_AUTO_MAX_KB)
 
 WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     (8, 8), (16, 8), (32, 8), (64, 4), (64, 8), (128, 4), (128, 6), (192, 5), (256, 4),
@@ -380,6 +396,17 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     # 112 tiles on 132 SMs, 1.03-1.07x one stream-K wave on the H200)
     if whole_waves and not short_many and not wide_many:
         return tiles
+    if tiles < slots:
+        # one stream-K wave of fewer CTAs that each stay inside one tile (a
+        # whole divisor of its units), where that keeps 90% of the slots: a
+        # CTA straddling two tiles writes a partial tile besides its own and
+        # ends last (4096 x 4096 at M = 128: 24 straddling CTAs ended 4 us
+        # after the rest). On the H200, 128 CTAs against 132 (264 against 256)
+        # took 1-8% off 10 of 11 layers at M = 1..512, lost 0.8% on
+        # 8192 x 28672 at M = 16 (RESULTS.md, session 11).
+        aligned = max(tiles * d for d in range(1, Q + 1) if Q % d == 0 and tiles * d <= slots)
+        if aligned >= 0.9 * slots:
+            return aligned
     return min(slots, tiles * Q)
 
 

@@ -154,8 +154,9 @@ def fused_plan(x2, plan: configs.Plan) -> configs.Plan | None:
     before it), or None. Taken where the plan is a Hopper decode tile of
     FUSED_CONFIGS covering all M tokens, the input is fp16 or bf16 with
     K % 8 == 0, and M x K is small enough for every CTA to read the rows for
-    their absmax, when LQQ_FUSED_QUANT=1 (off by default until a GPU run has
-    measured it and checked it exact)."""
+    their absmax; under LQQ_FUSED_QUANT=auto (the default) only where it
+    measured faster (configs.fused_pays), under 1 wherever it can, under 0
+    never."""
     M, K = x2.shape
     kind = gpu_activation._IN_KIND.get(checks.dtype_name(x2))
     cfg = plan.config
@@ -165,10 +166,13 @@ def fused_plan(x2, plan: configs.Plan) -> configs.Plan | None:
                              f"with K % 8 == 0 itself; this call has {checks.dtype_name(x2)} "
                              f"[{M}, {K}]; unset LQQ_FORCE_CONFIG")
         return plan
+    mode = knobs.fused_quant()
     if (kind not in configs.FX_TAGS or K % 8 or not 0 < M * K <= configs.FUSED_MAX_VALUES
-            or not knobs.fused_quant() or knobs.force_config()):   # a forced plan stays as forced
+            or mode == "off" or knobs.force_config()):   # a forced plan stays as forced
         return None
     if not isinstance(cfg, configs.WgmmaConfig) or M > cfg.BN:
+        return None
+    if mode == "auto" and not configs.fused_pays(plan, M, K):
         return None
     fx = configs.fused(cfg, kind)
     if fx not in configs.FUSED_CONFIGS:

@@ -50,6 +50,17 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise ValueError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
 
 
+def _parse_auto_bool(name: str, raw: str) -> str:
+    """"auto", or a boolean as "on" / "off"."""
+    if raw.strip().lower() == "auto":
+        return "auto"
+    try:
+        return "on" if _parse_bool(name, raw) else "off"
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not auto or a boolean; use auto, 1/0, true/false, "
+                         "yes/no or on/off") from None
+
+
 def _parse_str(name: str, raw: str) -> str:
     return raw.strip()
 
@@ -95,8 +106,9 @@ _KNOBS = {k.name: k for k in [
          "path of the libnvrtc shared library to use"),
     Knob("LQQ_PDL", _parse_bool, lambda: True,
          "launch kernels on sm_90+ with programmatic dependent launch (0 to turn off)"),
-    Knob("LQQ_FUSED_QUANT", _parse_bool, lambda: False,
-         "on Hopper, quantize fp16/bf16 decode activations inside the GEMM (1; not yet GPU-measured)"),
+    Knob("LQQ_FUSED_QUANT", _parse_auto_bool, lambda: "auto",
+         "on Hopper, quantize fp16/bf16 decode activations inside the GEMM: auto (where it "
+         "measured faster), 1 (wherever it can), 0 (never)"),
 ]}
 
 
@@ -128,7 +140,8 @@ def pdl() -> bool:
     return _KNOBS["LQQ_PDL"].get()
 
 
-def fused_quant() -> bool:
+def fused_quant() -> str:
+    """"auto", "on" or "off"."""
     return _KNOBS["LQQ_FUSED_QUANT"].get()
 
 

@@ -251,6 +251,15 @@ def test_knobs_parse_and_reject(monkeypatch, tmp_path):
         knobs.debug()
     monkeypatch.setenv("LQQ_DEBUG", "On")
     assert knobs.debug() is True
+    monkeypatch.delenv("LQQ_FUSED_QUANT", raising=False)
+    assert knobs.fused_quant() == "auto"
+    for raw, want in (("AUTO", "auto"), ("1", "on"), ("no", "off")):
+        monkeypatch.setenv("LQQ_FUSED_QUANT", raw)
+        assert knobs.fused_quant() == want
+    monkeypatch.setenv("LQQ_FUSED_QUANT", "sometimes")
+    with pytest.raises(ValueError, match="LQQ_FUSED_QUANT.*auto"):
+        knobs.fused_quant()
+    monkeypatch.delenv("LQQ_FUSED_QUANT")
     monkeypatch.setenv("LQQ_ARCH", "hopper")
     with pytest.raises(ValueError, match="LQQ_ARCH"):
         knobs.arch()
