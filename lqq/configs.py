@@ -396,18 +396,25 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     # 112 tiles on 132 SMs, 1.03-1.07x one stream-K wave on the H200)
     if whole_waves and not short_many and not wide_many:
         return tiles
-    if tiles < slots:
-        # one stream-K wave of fewer CTAs that each stay inside one tile (a
-        # whole divisor of its units), where that keeps 90% of the slots: a
-        # CTA straddling two tiles writes a partial tile besides its own and
-        # ends last (4096 x 4096 at M = 128: 24 straddling CTAs ended 4 us
-        # after the rest). On the H200, 128 CTAs against 132 (264 against 256)
-        # took 1-8% off 10 of 11 layers at M = 1..512, lost 0.8% on
-        # 8192 x 28672 at M = 16 (RESULTS.md, session 11).
-        aligned = max(tiles * d for d in range(1, Q + 1) if Q % d == 0 and tiles * d <= slots)
-        if aligned >= 0.9 * slots:
-            return aligned
     return min(slots, tiles * Q)
+
+
+def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int | None:
+    """A one-wave stream-K grid whose CTAs each stay inside one tile (tiles x
+    a divisor of a tile's units), the largest within the SMs' slots if it
+    keeps 90% of them, else None. A CTA straddling two tiles writes a partial
+    tile besides its own and ends last (4096 x 4096 at M = 128: 24 such CTAs
+    ended 4 us after the rest); on the H200, 128 CTAs against 132 (256
+    against 264) took 1-8% off 10 of 11 layers at M = 1..512 and lost 0.8% on
+    8192 x 28672 at M = 16 (RESULTS.md, session 11). Timed by autotune; not
+    yet the heuristic's (no stored autotune run has timed it on every
+    problem: benchmarks/experiments/aligned-grid.patch)."""
+    tiles, Q = wgmma_units(cfg, M, N, K)
+    slots = sm_count * cfg.MINB
+    if tiles >= slots:
+        return None
+    best = max(tiles * d for d in range(1, Q + 1) if Q % d == 0 and tiles * d <= slots)
+    return best if best >= 0.9 * slots else None
 
 
 # Up to this many weights, 17..64 tokens stay on two consumer warpgroups and
@@ -609,8 +616,9 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
     minimum split is implied by KBMAX), none that leave a split under
     MIN_KB_PER_SPLIT k-blocks or grow the grid past MAX_WAVES waves. With
     ``wgmma`` (configs.wgmma_eligible) the Hopper configs whose tile is within
-    a factor of four of M, on one or two waves of CTAs or one CTA per tile;
-    the sm_80 families then only for M <= 16."""
+    a factor of four of M, on one or two waves of CTAs, one CTA per tile or
+    the one wave of CTAs inside one tile each (aligned_ctas); the sm_80
+    families then only for M <= 16."""
     out, seen = [], set()
 
     def add(p: Plan):
@@ -626,8 +634,10 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
             # the chosen tile on every stage count (4 and 5 for 256 tokens at any M)
             if M / 4 <= cfg.BN <= max(8, 4 * M) or (cfg.BN, cfg.C) == (chosen.BN, chosen.C):
                 tiles, _ = wgmma_units(cfg, M, N, K)
-                for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles):
-                    add(plan(cfg, M, N, K, ctas=ctas))
+                aligned = aligned_ctas(cfg, M, N, K, sm_count)
+                for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles, aligned):
+                    if ctas:
+                        add(plan(cfg, M, N, K, ctas=ctas))
         if M > 16:
             return out
     cover = next((b for b in MMA_BM if b >= M), MMA_BM[-1])

@@ -176,6 +176,32 @@ def test_heuristic_plans_are_legal(M, N, K, sms):
     assert p.config in configs.MMA_CONFIGS + configs.DECODE_CONFIGS
 
 
+def test_aligned_grids_keep_every_cta_inside_one_tile():
+    """configs.aligned_ctas: tiles x a divisor of a tile's units (so each CTA's
+    units lie in one tile), within the slots and at least 90% of them, else
+    None; autotune times it beside the other grids."""
+    W = configs.WgmmaConfig
+    assert configs.aligned_ctas(W(128, 4), 128, 4096, 4096, 132) == 128      # 32 tiles x 4
+    assert configs.aligned_ctas(W(8, 8), 1, 4096, 4096, 132) == 256          # two CTAs per SM
+    assert configs.aligned_ctas(W(128, 4), 128, 6144, 4096, 132) is None, "96 of 132 slots"
+    assert configs.aligned_ctas(W(256, 4), 4096, 4096, 4096, 132) is None, "more tiles than slots"
+    seen = 0
+    for M, N, K in SHAPES:
+        for cfg in configs.WGMMA_CONFIGS:
+            c = configs.aligned_ctas(cfg, M, N, K, 132)
+            if c is None:
+                continue
+            seen += 1
+            tiles, Q = configs.wgmma_units(cfg, M, N, K)
+            slots = 132 * cfg.MINB
+            assert c % tiles == 0 and Q % (c // tiles) == 0 and 0.9 * slots <= c <= slots
+            p = configs.plan(cfg, M, N, K, ctas=c)
+            assert p.grid[0] == c and configs.why_illegal(p, M, N, K) is None
+    assert seen
+    assert any(p.config == W(128, 4) and p.grid[0] == 128
+               for p in configs.candidates(128, 4096, 4096, 132, wgmma=True))
+
+
 @pytest.mark.parametrize("M,N,K", SHAPES)
 @pytest.mark.parametrize("sms", [1, 78, 132])
 def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
