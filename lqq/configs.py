@@ -234,10 +234,10 @@ FUSED_MAX_VALUES = 32768
 # GEMM (LQQ_FUSED_QUANT=auto; benchmarks/RESULTS.md, session 11, H200): the
 # two-CTA tile of the largest layers, where the separate quantizer cost about
 # 5 us (28672 x 4096 at M = 1, 2: 2.2-2.6 us saved; 16384 x 8192: 2.3;
-# 57344 x 4096: 1.4), with few values for every CTA to read (at M x K =
+# 57344 x 4096: 1.3), with few values for every CTA to read (at M x K =
 # 32768 it lost 9 us) and not too many k-blocks per CTA (the fused tile has a
 # stage fewer: 57344 x 8192, 146 k-blocks, lost 1 us). The other decode tiles
-# lost 0.2-2.7 us at M = 1.
+# lost 0.2-2.6 us at M = 1.
 FUSED_AUTO_MAX_VALUES = 8192
 FUSED_AUTO_MAX_KB = 96
 

@@ -153,7 +153,9 @@ def fused_plan(x2, plan: configs.Plan) -> configs.Plan | None:
     `plan` (the GEMM quantizes its activations itself: no quantizer kernel
     before it), or None. Taken where the plan is a Hopper decode tile of
     FUSED_CONFIGS covering all M tokens, the input is fp16 or bf16 with
-    K % 8 == 0, and M x K is small enough for every CTA to read the rows for
+    K % 8 == 0, x contiguous and 16-byte aligned (TMA reads it in place; the
+    quantizer kernel takes other layouts without a copy), and M x K is
+    small enough for every CTA to read the rows for
     their absmax; under LQQ_FUSED_QUANT=auto (the default) only where it
     measured faster (configs.fused_pays), under 1 wherever it can, under 0
     never."""
@@ -172,12 +174,19 @@ def fused_plan(x2, plan: configs.Plan) -> configs.Plan | None:
         return None
     if not isinstance(cfg, configs.WgmmaConfig) or M > cfg.BN:
         return None
+    if not x2.flags.c_contiguous or _address(x2) % 16:
+        return None         # TMA reads x in place; the quantizer kernel takes any layout, no copy
     if mode == "auto" and not configs.fused_pays(plan, M, K):
         return None
     fx = configs.fused(cfg, kind)
     if fx not in configs.FUSED_CONFIGS:
         return None
     return dataclasses.replace(plan, config=fx)     # the same grid and work split
+
+
+def _address(a) -> int:
+    """A CuPy or NumPy array's first byte's address."""
+    return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
 
 
 def _overlap(a, b) -> bool:
@@ -308,7 +317,7 @@ def gemm(x2, xq, xs, w, bias, out_dtype, out, stream, torch_input=False):
         if fx is not None:
             if knobs.debug():
                 _log_choice(M, N, K, w.group_size, fx, "fused decode quantization")
-            xf = cp.ascontiguousarray(x2)
+            xf = cp.ascontiguousarray(x2)       # a forced fused plan: any layout, copied
             if xf.data.ptr % 16:                # TMA needs a 16-byte aligned base
                 xf = xf.copy()
             xq = xs = None

@@ -182,34 +182,63 @@ def test_activation_quantization_matches_reference(M, K, dtype, misaligned):
     assert np.array_equal(cp.asnumpy(xq), rq) and np.array_equal(cp.asnumpy(xs), rs)
 
 
-HALF_TIE_MAX = np.float32(127 / 32)       # a row with this max has scale 2^-5, exactly
-
-
-def _near_half_integers(kind: str, rng) -> np.ndarray:
-    """Values whose quotients by the scale 2^-5 (rows whose max is
-    HALF_TIE_MAX) are half-integers (ties) or lie next to them, where the
-    quantizers' reciprocal shortcut hands over to the division; as float32:
-    every finite 16-bit value in [-HALF_TIE_MAX, HALF_TIE_MAX], shuffled, or
-    for "f32" each quotient k + 0.5 and the two floats either side of it."""
+def _format_values(kind: str, top: float) -> np.ndarray:
+    """Every finite non-negative value of f16 / bf16 up to top, as float32."""
     if kind == "f16":
-        pos = np.arange(0x4400, dtype=np.uint16).view(np.float16).astype(np.float32)
-    elif kind == "bf16":
-        pos = (np.arange(0x4080, dtype=np.uint32) << 16).view(np.float32)
+        v = np.arange(0x7c00, dtype=np.uint16).view(np.float16).astype(np.float32)
     else:
-        mid = ((np.arange(127) + 0.5) / 32).astype(np.float32)
-        up, down = np.float32(np.inf), np.float32(0)
-        pos = np.concatenate([mid, np.nextafter(mid, up), np.nextafter(np.nextafter(mid, up), up),
-                              np.nextafter(mid, down), np.nextafter(np.nextafter(mid, down), down)])
-        pos = np.tile(pos, 8)
-    pos = pos[pos <= HALF_TIE_MAX]
-    return rng.permutation(np.concatenate([pos, -pos]).astype(np.float32))
+        v = (np.arange(0x7f80, dtype=np.uint32) << 16).view(np.float32)
+    return v[v <= top]
 
 
-def _quotients_near_half(X: np.ndarray) -> int:
-    """How many of X's quotients by their row's scale lie within 1e-3 of a half-integer."""
+def _multiply_alone_wrong(X: np.ndarray) -> int:
+    """How many of X's codes a quantizer that only multiplies by the rounded
+    reciprocal of the row's scale would get wrong (what the division fixes)."""
     s = np.abs(X).max(axis=1, keepdims=True) / np.float32(127)
-    q = np.abs(X / np.where(s == 0, 1, s))
-    return int((np.abs(q - np.floor(q) - 0.5) < 1e-3).sum())
+    inv = np.float32(1) / s
+    return int((np.rint(X * inv) != np.rint(X / s)).sum())
+
+
+def _hard_rows(kind: str, rng, rows: int, K: int) -> np.ndarray:
+    """rows x K float32 values exact in `kind` whose quotients by their row's
+    scale are half-integers (ties) or lie next to them, where the quantizers'
+    reciprocal shortcut hands over to the division. Row 0 has the scale 2^-5
+    (its max 127/32), so its ties are exact; the others a max drawn from
+    [1, 4) (a scale no power of two), redrawn until multiplying alone by the
+    reciprocal gets some of their codes wrong. 16-bit kinds: the format's
+    values up to the max, drawn at random; f32: quotients k + 0.5 and the
+    two floats either side of each."""
+    X = np.empty((rows, K), np.float32)
+    for r in range(rows):
+        for _ in range(1000):
+            if kind == "f32":
+                top = np.float32(127 / 32) if r == 0 else np.float32(rng.uniform(1, 4))
+                s = np.float64(top / np.float32(127))
+                mid = ((rng.integers(0, 127, K) + 0.5) * s).astype(np.float32)
+                step = rng.integers(-2, 3, K)
+                for _ in range(2):
+                    mid = np.where(step > 0, np.nextafter(mid, np.float32(np.inf)), mid)
+                    mid = np.where(step < 0, np.nextafter(mid, np.float32(0)), mid)
+                    step = step - np.sign(step)
+                row = np.minimum(mid, top)
+            else:
+                if r == 0:
+                    top = np.float32(127 / 32)
+                else:
+                    v = _format_values(kind, 4)
+                    top = rng.choice(v[v >= 1])
+                row = rng.choice(_format_values(kind, top), K)
+            row = row * rng.choice(np.float32([-1, 1]), K)
+            row[0] = top
+            if r == 0 or _multiply_alone_wrong(row[None]) > 0:
+                break
+        X[r] = row
+    return X
+
+
+def _seeded():
+    seed = int(np.random.default_rng().integers(2**32))
+    return seed, np.random.default_rng(seed)
 
 
 @pytest.mark.parametrize("kind", ["f16", "bf16", "f32"])
@@ -217,21 +246,21 @@ def test_activation_quantization_near_half_integers(kind):
     """Codes of values whose quotients sit on and beside half-integers (the
     quantizer multiplies by the reciprocal and divides only there): equal to
     the reference's IEEE quotients, rounded, in both the vector and the
-    element-wise paths."""
-    rng = np.random.default_rng()
-    v = _near_half_integers(kind, rng)
-    for K in (len(v) // 8 * 8, 1001):
-        X = np.stack([v[:K], rng.permutation(v)[:K], np.zeros(K, np.float32)])
-        X[:2, 0] = HALF_TIE_MAX
-        assert _quotients_near_half(X[:2]) > 0, "the division's cases are in the input"
+    element-wise paths; multiplying alone would get some of them wrong."""
+    seed, rng = _seeded()
+    for K in (4096, 1001):
+        X = np.concatenate([_hard_rows(kind, rng, 4, K), np.zeros((1, K), np.float32)])
+        q = np.abs(X[0] * 32)
+        assert (q - np.floor(q) == 0.5).any(), f"exact ties in the input (seed {seed})"
+        assert _multiply_alone_wrong(X[1:4]) > 0, f"the division's cases in the input (seed {seed})"
         if kind == "bf16":
             xg = cp.asarray(X.view(np.uint32) >> 16).astype(cp.uint16).view(_bfloat16_or_skip())
         else:
             xg = cp.asarray(X.astype(np.float16 if kind == "f16" else np.float32))
         xq, xs = lqq.quantize_activation(xg)
         rq, rs = lqq.quantize_activation(X)         # the 16-bit values are exact in float32
-        assert np.array_equal(cp.asnumpy(xs), rs)
-        assert np.array_equal(cp.asnumpy(xq), rq), np.argwhere(cp.asnumpy(xq) != rq)[:5]
+        assert np.array_equal(cp.asnumpy(xs), rs), f"seed {seed}"
+        assert np.array_equal(cp.asnumpy(xq), rq), (f"seed {seed}", np.argwhere(cp.asnumpy(xq) != rq)[:5])
 
 
 @pytest.mark.parametrize("method", ["round", "paper", "search"])
@@ -657,16 +686,15 @@ def test_fused_decode_quantization_bit_exact(monkeypatch, kind, M, N, K, ref):
 @pytest.mark.parametrize("kind", ["f16", "bf16"])
 def test_fused_decode_near_half_integers(monkeypatch, kind):
     """The fused path's codes for quotients on and beside half-integers (where
-    its converters divide): the reference's int32 accumulators, exactly."""
+    its converters divide; M x K = 24576, on the plain decode tile's fused
+    variant): the reference's int32 accumulators, exactly."""
     from lqq import gpu_gemm
     monkeypatch.delenv("LQQ_FORCE_CONFIG", raising=False)
     monkeypatch.setenv("LQQ_FUSED_QUANT", "1")
-    rng = np.random.default_rng()
-    v = _near_half_integers(kind, rng)
-    M, N, K = 2, 4096, 16384
-    X = np.stack([v[:K], v[-K:]])
-    X[:, 0] = HALF_TIE_MAX
-    assert _quotients_near_half(X) > 0, "the division's cases are in the input"
+    seed, rng = _seeded()
+    M, N, K = 3, 4096, 8192
+    X = _hard_rows(kind, rng, M, K)
+    assert _multiply_alone_wrong(X[1:]) > 0, f"the division's cases in the input (seed {seed})"
     if kind == "bf16":
         xg = cp.asarray(X.view(np.uint32) >> 16).astype(cp.uint16).view(_bfloat16_or_skip())
     else:
@@ -676,7 +704,7 @@ def test_fused_decode_near_half_integers(monkeypatch, kind):
     assert plan is not None and plan.config.FX == kind, "the fused path is what runs"
     got = cp.asnumpy(lqq.gemm(xg, wg, out=poisoned((M, N), np.int32)))
     x8, xs = lqq.quantize_activation(X)
-    assert np.array_equal(got, reference.gemm(x8, xs, wg.to_cpu(), None, np.int32))
+    assert np.array_equal(got, reference.gemm(x8, xs, wg.to_cpu(), None, np.int32)), f"seed {seed}"
 
 
 def test_fused_decode_with_out_in_the_input_s_bytes(monkeypatch):

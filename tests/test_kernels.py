@@ -337,6 +337,12 @@ def test_fused_decode_plan_eligibility(monkeypatch):
     assert fused(1, 4096, 4096, np.float32) is None, "fp16 and bf16 only"
     assert fused(9, 4096, 4096) is None, "M x K past FUSED_MAX_VALUES"
     assert fused(1, 4096, 4100) is None, "K % 8"
+    plan = configs.heuristic(1, 4096, 4096, 132, wgmma=True)
+    assert gpu_gemm.fused_plan(np.zeros((1, 8192), np.float16)[:, ::2], plan) is None, "strided x"
+    base = np.zeros(4096 + 64, np.float16)
+    skew = (-base.ctypes.data // 2) % 8 + 1             # 2 bytes past a 16-byte boundary
+    assert gpu_gemm.fused_plan(base[skew:skew + 4096].reshape(1, 4096), plan) is None, "x off 16 bytes"
+    assert gpu_gemm.fused_plan(base[skew - 1:skew + 4095].reshape(1, 4096), plan) is not None
     assert fused(1, 1024, 1024) is None, "the mma.sync decode kernel's layers"
     assert fused(64, 8192, 256) is None, "not a decode tile"
     monkeypatch.setenv("LQQ_FUSED_QUANT", "0")
