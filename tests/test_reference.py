@@ -233,3 +233,38 @@ def test_quantize_activation_out_argument():
         lqq.quantize_activation(X, out=(q, np.zeros(6, np.float32)))
     with pytest.raises(TypeError, match="pair"):
         lqq.quantize_activation(X, out=q)
+
+
+def test_the_quantizers_reciprocal_rule_gives_the_reference_codes():
+    """act_quant.j2's rule, in NumPy float32 (no -ftz, as NVRTC compiles it):
+    multiply by rn(1/s), keep rint where the product lies at least 0.001 from
+    a half-integer, else divide; the codes equal rint(fl(x / s)) clamped, for
+    every finite fp16 x up to 200 row maxima (normal and subnormal, a power
+    of two among them), every bf16 x up to 20, and NaN / inf; the margin is
+    needed (with none, a multiply alone is wrong)."""
+    f32 = np.float32
+    rng = np.random.default_rng(7)
+
+    def rule(x, s, margin):
+        with np.errstate(all="ignore"):
+            y = x * (f32(1) / s)
+            n = np.rint(y)
+            q = np.where(np.abs(y - n) < f32(0.5 - margin), n, x / s)
+            return np.clip(np.nan_to_num(np.rint(q), nan=0.0), -127, 127)
+
+    def reference(x, s):
+        with np.errstate(all="ignore"):
+            return np.clip(np.nan_to_num(np.rint(x / s), nan=0.0), -127, 127)
+
+    halves = np.arange(0x7c00, dtype=np.uint16).view(np.float16).astype(f32)
+    bhalves = (np.arange(0x7f80, dtype=np.uint32) << 16).view(f32)
+    wrong_without_margin = 0
+    for values, count in ((halves, 200), (bhalves, 20)):
+        tops = np.concatenate([rng.choice(values[1:], count - 1), [f32(127 / 32)]])
+        for top in tops:
+            x = values[values <= top]
+            x = np.concatenate([x, -x, [np.nan, np.inf, -np.inf]]).astype(f32)
+            s = f32(top) / f32(127)
+            assert np.array_equal(rule(x, s, f32(0.001)), reference(x, s)), top
+            wrong_without_margin += int((rule(x, s, f32(0)) != reference(x, s)).sum())
+    assert wrong_without_margin > 0
