@@ -154,7 +154,8 @@ def fused_plan(x2, plan: configs.Plan) -> configs.Plan | None:
     before it), or None. Taken where the plan is a Hopper decode tile of
     FUSED_CONFIGS covering all M tokens, the input is fp16 or bf16 with
     K % 8 == 0, x contiguous and 16-byte aligned (TMA reads it in place; the
-    quantizer kernel takes other layouts without a copy), and M x K is
+    quantizer kernel reads misaligned rows in place too, and copies only
+    strided x), and M x K is
     small enough for every CTA to read the rows for
     their absmax; under LQQ_FUSED_QUANT=auto (the default) only where it
     measured faster (configs.fused_pays), under 1 wherever it can, under 0
@@ -175,7 +176,7 @@ def fused_plan(x2, plan: configs.Plan) -> configs.Plan | None:
     if not isinstance(cfg, configs.WgmmaConfig) or M > cfg.BN:
         return None
     if not x2.flags.c_contiguous or _address(x2) % 16:
-        return None         # TMA reads x in place; the quantizer kernel takes any layout, no copy
+        return None         # TMA reads x in place; the quantizer path takes the other layouts
     if mode == "auto" and not configs.fused_pays(plan, M, K):
         return None
     fx = configs.fused(cfg, kind)
