@@ -155,8 +155,7 @@ def fused_plan(x2, plan: configs.Plan) -> configs.Plan | None:
     FUSED_CONFIGS covering all M tokens, the input is fp16 or bf16 with
     K % 8 == 0, x contiguous and 16-byte aligned (TMA reads it in place; the
     quantizer kernel reads misaligned rows in place too, and copies only
-    strided x), and M x K is
-    small enough for every CTA to read the rows for
+    strided x), and M x K small enough for every CTA to read the rows for
     their absmax; under LQQ_FUSED_QUANT=auto (the default) only where it
     measured faster (configs.fused_pays), under 1 wherever it can, under 0
     never."""

@@ -209,6 +209,8 @@ def _hard_rows(kind: str, rng, rows: int, K: int) -> np.ndarray:
     values up to the max, drawn at random; f32: quotients k + 0.5 and the
     two floats either side of each."""
     X = np.empty((rows, K), np.float32)
+    if kind != "f32":
+        values = _format_values(kind, 4)
     for r in range(rows):
         for _ in range(1000):
             if kind == "f32":
@@ -222,12 +224,8 @@ def _hard_rows(kind: str, rng, rows: int, K: int) -> np.ndarray:
                     step = step - np.sign(step)
                 row = np.minimum(mid, top)
             else:
-                if r == 0:
-                    top = np.float32(127 / 32)
-                else:
-                    v = _format_values(kind, 4)
-                    top = rng.choice(v[v >= 1])
-                row = rng.choice(_format_values(kind, top), K)
+                top = np.float32(127 / 32) if r == 0 else rng.choice(values[values >= 1])
+                row = rng.choice(values[values <= top], K)
             row = row * rng.choice(np.float32([-1, 1]), K)
             row[0] = top
             if r == 0 or _multiply_alone_wrong(row[None]) > 0:
