@@ -396,7 +396,8 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     # 112 tiles on 132 SMs, 1.03-1.07x one stream-K wave on the H200)
     if whole_waves and not short_many and not wide_many:
         return tiles
-    return min(slots, tiles * Q)
+    # one wave whose CTAs stay inside one tile each, where one keeps 90% of the slots
+    return aligned_ctas(cfg, M, N, K, sm_count) or min(slots, tiles * Q)
 
 
 def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int | None:
@@ -406,9 +407,8 @@ def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int
     tile besides its own and ends last (4096 x 4096 at M = 128: 24 such CTAs
     ended 4 us after the rest); on the H200, 128 CTAs against 132 (256
     against 264) took 1-8% off 10 of 11 layers at M = 1..512 and lost 0.8% on
-    8192 x 28672 at M = 16 (RESULTS.md, session 11). Timed by autotune; not
-    yet the heuristic's (no stored autotune run has timed it on every
-    problem: benchmarks/experiments/aligned-grid.patch)."""
+    8192 x 28672 at M = 16 (RESULTS.md, session 11). The heuristic's grid
+    since the H200 autotune runs of 2026-12-03 timed it on every problem."""
     tiles, Q = wgmma_units(cfg, M, N, K)
     slots = sm_count * cfg.MINB
     if tiles >= slots:

@@ -213,7 +213,11 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     assert configs.why_illegal(p, M, N, K) is None
     tiles, Q = configs.wgmma_units(p.config, M, N, K)
     slots = sms * p.config.MINB
-    assert p.grid[0] in (tiles, min(slots, tiles * Q)), "one CTA per tile, or one wave of stream-K"
+    aligned = configs.aligned_ctas(p.config, M, N, K, sms)
+    assert p.grid[0] in (tiles, aligned or min(slots, tiles * Q)), \
+        "one CTA per tile, or one wave of stream-K (CTAs inside one tile where that keeps 90% of the slots)"
+    if aligned and p.grid[0] != tiles:
+        assert p.grid[0] % tiles == 0 and Q % (p.grid[0] // tiles) == 0 and p.grid[0] >= 0.9 * slots
     if p.grid[0] == tiles and tiles > slots:
         assert -(-tiles // slots) * slots <= 1.08 * tiles, "whole waves, nearly"
     if p.grid[0] == tiles and tiles * Q > slots:
