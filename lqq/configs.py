@@ -350,13 +350,20 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
     if M <= 16 and big:
         # six consumer warpgroups per SM (two CTAs of three) for up to 8
-        # tokens: 1.03-1.06x two CTAs of two on 28672 x 4096 and 57344 x 8192
-        # (H200), even on 8192 x 28672, slower below (one CTA of four or six
-        # are within 1.5% of it over M = 1 and 4 on the three layers, each
-        # winning some: H200 autotune, two runs); for 9..16 tokens one CTA
-        # of four: 1.02-1.04x on 57344 x 8192 and 8192 x 28672, even on
-        # 28672 x 4096 (H200 autotune at M = 1, 4 and 16)
-        return WIDE_DECODE[8] if bn == 8 else WgmmaConfig(16, 8, 4)
+        # tokens: 1.03-1.06x two CTAs of two on 28672 x 4096 (H200), and the
+        # best there over one CTA of four or six (1.01x, three H200 autotune
+        # runs); from K = 8192 one CTA of four won instead, 1.02x on 57344 x
+        # 8192 and 8192 x 28672 at M = 1 and 4 (0.0638 against 0.0651 ms,
+        # 0.0352 against 0.0360: H200 autotune, 2026-12-03, as in the runs
+        # before), but where the two-CTA tile lets the quantization fuse
+        # (configs.fused_pays: 2.3 us saved on 16384 x 8192 at M = 1). For
+        # 9..16 tokens one CTA of four: 1.02-1.04x on 57344 x 8192 and 8192
+        # x 28672, even on 28672 x 4096 (H200 autotune at M = 1, 4 and 16)
+        if bn == 8:
+            wide = WIDE_DECODE[8]
+            if K <= 4096 or fused_pays(plan(wide, M, N, K, ctas=wgmma_grid(wide, M, N, K, sm_count)), M, K):
+                return wide
+        return WgmmaConfig(bn, 8, 4)
     if M > 256:
         # one wave of 192-row tiles beats 1.5 waves of 128-row ones (stream-K):
         # 6144 x 4096 at M = 512, 0.031 ms against 0.043 (H100)

@@ -228,14 +228,18 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
         assert p.config.BN >= M, "one tile covers the tokens up to 128"
     if 128 < M <= 256 and not small:
         assert p.config.BN >= M, "one tile covers up to 256 tokens on larger layers"
+    wide = configs.WIDE_DECODE[8]
+    two_ctas_of_three = M <= 8 and big and (K <= 4096 or configs.fused_pays(
+        configs.plan(wide, M, N, K, ctas=configs.wgmma_grid(wide, M, N, K, sms)), M, K))
     assert (p.config.C == 4) == (16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > configs.TINY_LAYER))
-                                 or (8 < M <= 16 and big)), \
-        "four consumer warpgroups for 17..64 tokens on large layers, 17..32 on wide ones, 9..16 on large ones"
+                                 or (M <= 16 and big and not two_ctas_of_three)), \
+        "four consumer warpgroups for 17..64 tokens on large layers, 17..32 on wide ones, " \
+        "up to 16 on large ones (but where the two-CTA decode tile is taken)"
     one_wave_of_192_rows = (256 < M and p.config.BN == 128
                             and configs.wgmma_units(configs.WgmmaConfig(128, 6, 2), M, N, K)[0] > sms
                             >= configs.wgmma_units(configs.WgmmaConfig(128, 6, 3), M, N, K)[0])
     assert (p.config.C == 3) == (64 < M <= 96 or (128 < M <= 192 and small)
-                                 or (96 < M <= 128 and big) or (M <= 8 and big)
+                                 or (96 < M <= 128 and big) or two_ctas_of_three
                                  or one_wave_of_192_rows), \
         "three consumer warpgroups for 65..96 tokens, 97..128 on large layers, " \
         "129..192 on small layers, decode of up to 8 tokens on large ones, and 257..1023 " \
@@ -460,6 +464,10 @@ def test_hopper_heuristic_boundaries():
     # decode: more consumer warpgroups per SM from 28672 x 4096 weights
     assert configs.wgmma_for(1, 4096, 4096) == W(8, 8), "Hopper decode on small layers too"
     assert configs.wgmma_for(8, 28672, 4096) == configs.WIDE_DECODE[8]
+    # from K = 8192 one CTA of four, but where the two-CTA tile fuses the quantization
+    for M, N, K in ((1, 57344, 8192), (4, 57344, 8192), (1, 8192, 28672), (2, 16384, 8192)):
+        assert configs.wgmma_for(M, N, K) == W(8, 8, 4), (M, N, K)
+    assert configs.wgmma_for(1, 16384, 8192) == configs.WIDE_DECODE[8]
     assert configs.wgmma_for(8, 10240, 8192) == W(8, 8)
     assert configs.wgmma_for(16, 57344, 8192) == W(16, 8, 4)
     assert configs.wgmma_for(16, 10240, 8192) == W(16, 8)
