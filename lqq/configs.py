@@ -219,12 +219,14 @@ def fused(cfg: "WgmmaConfig", kind: str) -> "WgmmaConfig":
     return WgmmaConfig(cfg.BN, st, cfg.C, cfg.MB, kind)
 
 
-# decode on the largest layers: two CTAs of three consumers per SM, as many
-# stages as two of them fit in shared memory
+# decode of up to 8 tokens on the largest layers where K <= 4096 or the
+# quantization fuses (wgmma_for): two CTAs of three consumers per SM, as
+# many stages as two of them fit in shared memory
 WIDE_DECODE = {8: WgmmaConfig(8, 7, 3, 2), 16: WgmmaConfig(16, 6, 3, 2)}
 
 # the fused decode path (lqq.gpu_gemm.fused_plan): the decode tiles the
-# heuristic picks, for fp16 and bf16 input
+# heuristic picks, for fp16 and bf16 input, but one CTA of four for up to 8
+# tokens (taken from K = 8192 where fusing did not pay)
 FUSED_CONFIGS = tuple(fused(c, kind) for c in (
     WgmmaConfig(8, 8), WgmmaConfig(16, 8), WIDE_DECODE[8], WgmmaConfig(16, 8, 4))
     for kind in FX_TAGS)
@@ -352,8 +354,8 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         # six consumer warpgroups per SM (two CTAs of three) for up to 8
         # tokens: 1.03-1.06x two CTAs of two on 28672 x 4096 (H200), and the
         # best there over one CTA of four or six (1.01x, three H200 autotune
-        # runs); from K = 8192 one CTA of four won instead, 1.02x on 57344 x
-        # 8192 and 8192 x 28672 at M = 1 and 4 (0.0638 against 0.0651 ms,
+        # runs); from K = 8192 one CTA of four (or six) won instead, 1.02x on
+        # 57344 x 8192 and 8192 x 28672 at M = 1 and 4 (0.0638 against 0.0651 ms,
         # 0.0352 against 0.0360: H200 autotune, 2026-12-03, as in the runs
         # before), but where the two-CTA tile lets the quantization fuse
         # (configs.fused_pays: 2.3 us saved on 16384 x 8192 at M = 1). For
