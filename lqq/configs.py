@@ -363,7 +363,7 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         # x 28672, even on 28672 x 4096 (H200 autotune at M = 1, 4 and 16)
         if bn == 8:
             wide = WIDE_DECODE[8]
-            if K <= 4096 or fused_pays(plan(wide, M, N, K, ctas=wgmma_grid(wide, M, N, K, sm_count)), M, K):
+            if K <= 4096 or fused_pays(wgmma_plan(wide, M, N, K, sm_count), M, K):
                 return wide
         return WgmmaConfig(bn, 8, 4)
     if M > 256:
@@ -407,6 +407,11 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
         return tiles
     # one wave whose CTAs stay inside one tile each, where one keeps 90% of the slots
     return aligned_ctas(cfg, M, N, K, sm_count) or min(slots, tiles * Q)
+
+
+def wgmma_plan(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> "Plan":
+    """The plan of `cfg` on the heuristic's grid (wgmma_grid)."""
+    return plan(cfg, M, N, K, ctas=wgmma_grid(cfg, M, N, K, sm_count))
 
 
 def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int | None:
@@ -463,7 +468,7 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
     if wgmma:
         # Hopper: a persistent stream-K grid of as many CTAs as fit at once
         cfg = wgmma_for(M, N, K, sm_count)
-        return plan(cfg, M, N, K, ctas=wgmma_grid(cfg, M, N, K, sm_count))
+        return wgmma_plan(cfg, M, N, K, sm_count)
     BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     tiles_m = -(-M // BM)
     RB = 2 if Nb * tiles_m >= 4 * sm_count else 1

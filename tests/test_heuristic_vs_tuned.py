@@ -1,8 +1,8 @@
 """benchmarks/heuristic_vs_tuned.py: the heuristic scored against a stored
 autotune run, and the heuristic's plans on that run's problems were among
 the candidates it, or another stored run of the same GPU with the same
-kernel source or stored later, timed (a heuristic that picks a plan nobody measured on these layers shows
-up here, not only in the next benchmark)."""
+kernel source or stored later, timed (a heuristic that picks a plan nobody
+measured on these layers shows up here, not only in the next benchmark)."""
 import importlib.util
 import json
 from pathlib import Path

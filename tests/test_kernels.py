@@ -228,9 +228,8 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
         assert p.config.BN >= M, "one tile covers the tokens up to 128"
     if 128 < M <= 256 and not small:
         assert p.config.BN >= M, "one tile covers up to 256 tokens on larger layers"
-    wide = configs.WIDE_DECODE[8]
     two_ctas_of_three = M <= 8 and big and (K <= 4096 or configs.fused_pays(
-        configs.plan(wide, M, N, K, ctas=configs.wgmma_grid(wide, M, N, K, sms)), M, K))
+        configs.wgmma_plan(configs.WIDE_DECODE[8], M, N, K, sms), M, K))
     assert (p.config.C == 4) == (16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > configs.TINY_LAYER))
                                  or (M <= 16 and big and not two_ctas_of_three)), \
         "four consumer warpgroups for 17..64 tokens on large layers, 17..32 on wide ones, " \
