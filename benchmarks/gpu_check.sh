@@ -16,7 +16,9 @@
 #                                           `probe`: benchmarks/probe_stages.py on PROBE_SHAPES;
 #                                           `fused`: the fused decode path's tests, racecheck and
 #                                           quant_ab with LQQ_FUSED_QUANT=0/1 on FUSED_SHAPES;
-#                                           `decode`: benchmarks/decode_ab.sh; `ab`: benchmarks/ab_run.sh)
+#                                           `decode`: benchmarks/decode_ab.sh; `ab`: benchmarks/ab_run.sh;
+#                                           `ncu`: Nsight Compute's throughput and stall sections on
+#                                           NCU_SHAPES, M,N,K[:config] each)
 set -uo pipefail
 OUT=${OUT:-/tmp/lqq-gpu-check}
 mkdir -p "$OUT"
@@ -109,6 +111,19 @@ if step probe; then          # not in the default steps: where the Hopper kernel
 $PY benchmarks/probe_stages.py ${PROBE_SHAPES:-64,8192,8192 1,8192,8192 1,57344,8192 4096,4096,14336} \
   > "$OUT/probe.txt" 2>&1
 status+=("probe: exit $?")
+fi
+
+if step ncu; then            # not in the default steps: Nsight Compute on one launch per shape
+: > "$OUT/ncu.txt"
+for shape in ${NCU_SHAPES:-128,4096,4096 128,57344,8192}; do
+  echo "== ncu $shape" >> "$OUT/ncu.txt"
+  mnk=${shape%%:*}; cfg=; [[ "$shape" == *:* ]] && cfg=${shape#*:}
+  ncu --clock-control none -k regex:wgmma --launch-skip 2 --launch-count 1 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    --section WarpStateStats --section SchedulerStats --section LaunchStats --section Occupancy \
+    $PY benchmarks/ncu_case.py ${mnk//,/ } $cfg >> "$OUT/ncu.txt" 2>&1
+  status+=("ncu $shape: exit $?")
+done
 fi
 
 if step decode; then          # not in the default steps: benchmarks/decode_ab.sh (B8, B16, S8, S16)
