@@ -113,6 +113,7 @@ class WgmmaConfig:
     C: int = 2
     MB: int = 0          # CTAs per SM to size registers for; 0: the default (MINB)
     FX: str = ""         # fused decode path: the float input ("f16", "bf16") it quantizes itself
+    KS: int = 0          # split-K inside clusters of KS CTAs (grid: tiles x KS), or 0
 
     @property
     def RB(self) -> int:             # 64-row slabs per tile, as the other families call it
@@ -124,12 +125,13 @@ class WgmmaConfig:
 
     @property
     def tag(self) -> str:
-        """bn.._st..[_wgC][_mbB]: the part of the kernel name and of
+        """bn.._st..[_wgC][_mbB][_fx..][_ksS]: the part of the kernel name and of
         LQQ_FORCE_CONFIG that names the config."""
         wg = f"_wg{self.C}" if self.C != 2 else ""
         mb = f"_mb{self.MB}" if self.MB else ""
         fx = f"_fx{FX_TAGS[self.FX]}" if self.FX else ""
-        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}{fx}"
+        ks = f"_ks{self.KS}" if self.KS else ""
+        return f"bn{self.BN}_st{self.STAGES}{wg}{mb}{fx}{ks}"
 
     @property
     def name(self) -> str:
@@ -195,7 +197,7 @@ class WgmmaConfig:
         """probe: the timing-probe build of benchmarks/probe_stages.py (one more
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
-                  "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX}
+                  "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX, "KS": self.KS}
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",
@@ -257,7 +259,12 @@ WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     # decode on one CTA of six consumers per SM: the six warpgroups of WIDE_DECODE
     # on one ring, so no CTA of an SM ends early (two CTAs of three ended about
     # 20 us apart at M = 1 on 57344 x 8192, H200 probe); autotune candidates
-    WgmmaConfig(8, 7, 6), WgmmaConfig(16, 6, 6))
+    WgmmaConfig(8, 7, 6), WgmmaConfig(16, 6, 6)) + tuple(
+    # split-K inside clusters of two or four CTAs (partial sums through
+    # distributed shared memory), for layers with few tiles at M = 64..256
+    WgmmaConfig(bn, st, c, KS=ks) for bn, st, c, ks in (
+        (64, 4, 2, 2), (64, 4, 2, 4), (128, 4, 2, 2), (128, 4, 2, 4), (256, 4, 2, 2),
+        (64, 8, 4, 2)))
 
 
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
@@ -294,10 +301,13 @@ def plan(config, M: int, N: int, K: int, splits: int = 1, ctas: int | None = Non
     """The launch of ``config`` for (M, N, K). K is cut into ``splits`` slices;
     the Hopper kernel instead takes ``ctas`` (its persistent grid; default one
     CTA per tile times ``splits``), never more than it has units of work, and
-    reports the splits and k-blocks per CTA that come out of it."""
+    reports the splits and k-blocks per CTA that come out of it. A config
+    with KS (cluster split-K) always takes tiles x KS CTAs."""
     splits = max(1, splits)
     if isinstance(config, WgmmaConfig):
         tiles, Q = wgmma_units(config, M, N, K)
+        if config.KS:
+            ctas = tiles * config.KS
         P = max(1, min(tiles * Q, ctas if ctas else tiles * splits))
         per_cta = -(-tiles * Q // P)
         return Plan(config, -(-P // tiles), 2 * per_cta, (P, 1, 1))
@@ -387,6 +397,8 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     decode tiles on 264 slots), else one wave split stream-K (0.105 vs 0.117 ms
     for 448 decode tiles on 264 slots)."""
     tiles, Q = wgmma_units(cfg, M, N, K)
+    if cfg.KS:
+        return tiles * cfg.KS
     slots = sm_count * cfg.MINB
     waves = tiles / slots
     # (from 0.7 waves: 96 256-token tiles on 132 SMs, 1.09x stream-K, H200)
@@ -425,7 +437,7 @@ def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int
     since the H200 autotune runs of 2026-12-03 timed it on every problem."""
     tiles, Q = wgmma_units(cfg, M, N, K)
     slots = sm_count * cfg.MINB
-    if tiles >= slots:
+    if tiles >= slots or cfg.KS:          # (a KS config's grid is its tiles x KS)
         return None
     best = max(tiles * d for d in range(1, Q + 1) if Q % d == 0 and tiles * d <= slots)
     return best if best >= 0.9 * slots else None
@@ -507,7 +519,7 @@ def _parse_forced(text: str):
         if None in kinds or len(kinds) > 1:
             raise KeyError(kinds)
         cfg = WgmmaConfig(fields.pop("bn"), fields.pop("st"), fields.pop("wg", 2), fields.pop("mb", 0),
-                          kinds[0] if kinds else "")
+                          kinds[0] if kinds else "", fields.pop("ks", 0))
         legal = WGMMA_CONFIGS + FUSED_CONFIGS
     else:
         cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))
@@ -529,7 +541,11 @@ def forced(M: int, N: int, K: int):
                          f"mma_bm32_rb1, mma_bm8_rb2_s4, decode_bm8_rb1_pf4_s8 or "
                          f"wgmma_bn128_st6_c132, or a kernel name `lqq kernels` prints "
                          f"(with _sN or _cN appended for splits or CTAs)") from None
-    return plan(cfg, M, N, K, splits, ctas)
+    p = plan(cfg, M, N, K, splits, ctas)
+    why = why_illegal(p, M, N, K)
+    if why:
+        raise ValueError(f"LQQ_FORCE_CONFIG={text!r} cannot run M={M}, N={N}, K={K}: {why}")
+    return p
 
 
 # ---------------------------------------------------------------- search space (autotune)
@@ -612,6 +628,10 @@ def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
             return f"grid {p.grid}: the persistent grid is 1 to {tiles * Q} CTAs in x"
         if tiles * Q >= 2 ** 31:
             return f"{tiles * Q} work units overflow the producer's 32-bit unit indices"
+        if cfg.KS and (Q % cfg.KS or P != tiles * cfg.KS):
+            # every CTA of a cluster must hold exactly one k-slice of its tile
+            return f"cluster split-K by {cfg.KS} needs {tiles * cfg.KS} CTAs and " \
+                   f"{Q} k-blocks a multiple of {cfg.KS}"
         return None
     if p.splits < 1 or p.kb_per_split < 1 or not (
             (p.splits - 1) * p.kb_per_split < Kb <= p.splits * p.kb_per_split):

@@ -261,7 +261,8 @@ def _launch(w, p, plan, M: int, out_dtype, bias_kind: int) -> _Launch:
         # stream-K: one partial-sum slot per CTA (a CTA contributes to at most
         # one tile it does not finish: streamk.j2), one counter per tile
         tiles, _ = configs.wgmma_units(cfg, M, N, K)
-        if plan.grid[0] != tiles:        # else every CTA owns exactly one tile
+        if plan.grid[0] != tiles and not cfg.KS:  # else every CTA owns one tile or
+                                                  # its cluster's sums meet in shared memory
             partial_size = plan.grid[0] * (cfg.threads - 128) * cfg.BN // 2
             counters_size = tiles
         smem = cfg.smem_bytes()

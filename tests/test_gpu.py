@@ -589,8 +589,12 @@ def _is_sm90():
     return REASON is None and cp.cuda.Device().compute_capability == "90"
 
 
+STREAM_K_CONFIGS = [c for c in configs.WGMMA_CONFIGS if not c.KS]
+CLUSTER_CONFIGS = [c for c in configs.WGMMA_CONFIGS if c.KS]
+
+
 @pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
-@pytest.mark.parametrize("cfg", configs.WGMMA_CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", STREAM_K_CONFIGS, ids=lambda c: c.name)
 @pytest.mark.parametrize("N,K,G,grid", [(200, 512, 64, "s1"), (130, 192, 32, "c5"),
                                         (4096, 1024, 128, "s3"), (256, 768, 256, "c1"),
                                         (192, 512, 512, "c100000"), (300, 2048, 64, "c7"),
@@ -608,6 +612,28 @@ def test_wgmma_kernel_exact(monkeypatch, cfg, N, K, G, grid):
 
 
 @pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
+@pytest.mark.parametrize("cfg", CLUSTER_CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("N,K,G", [(200, 512, 64), (130, 1024, 32), (4096, 1024, 128),
+                                   (300, 2048, 64), (192, 4096, 256), (64, 4096, 4096)])
+def test_wgmma_cluster_split_exact(monkeypatch, cfg, N, K, G):
+    """Split-K inside clusters (KS CTAs per tile, partial sums through
+    distributed shared memory, each CTA storing its share): exact int32 and
+    fp16 on ragged M and N, and the same bits on a second run."""
+    rng = np.random.default_rng()
+    monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_{cfg.tag}")
+    w = make_weight(rng, N, K, G, "search")
+    wg = w.to_gpu()
+    for M in (1, 17, cfg.BN, cfg.BN + 37, 2 * cfg.BN + 5):
+        check(rng, M, w, wg, np.int32)
+    check(rng, 100, w, wg, np.float16)
+    X = rng.standard_normal((cfg.BN + 3, K)).astype(np.float16)
+    first = cp.asnumpy(lqq.gemm(cp.asarray(X), wg, out_dtype=np.int32))
+    for _ in range(3):
+        assert np.array_equal(cp.asnumpy(lqq.gemm(cp.asarray(X), wg, out_dtype=np.int32)), first)
+
+
+
+@pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
 @pytest.mark.parametrize("cfg", configs.WGMMA_CONFIGS, ids=lambda c: c.name)
 @pytest.mark.parametrize("N", [200, 196])
 def test_wgmma_epilogue_paths(monkeypatch, cfg, N):
@@ -616,7 +642,7 @@ def test_wgmma_epilogue_paths(monkeypatch, cfg, N):
     4-byte stores (N = 196, or an output 4 but not 16 bytes aligned), ragged M."""
     rng = np.random.default_rng()
     monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_{cfg.tag}_c3")
-    w = make_weight(rng, N, 384, 64, "search")
+    w = make_weight(rng, N, 512 if cfg.KS else 384, 64, "search")    # KS: k-blocks split evenly
     wg = w.to_gpu()
     bias = rng.standard_normal(N).astype(np.float16)
     for M in (3, cfg.BN + 37):

@@ -577,3 +577,14 @@ def test_every_hopper_kernel_fits_static_and_dynamic_shared_memory(report):
         assert r["smem_bytes"] == declared + SM90_RESERVED_SMEM, r["name"]
         assert declared + cfg.smem_bytes() <= configs.SMEM_DYNAMIC_MAX, (r["name"], declared)
         assert cfg.MINB * (r["smem_bytes"] + cfg.smem_bytes()) <= SM90_SMEM_PER_SM, r["name"]
+
+
+def test_cluster_split_refuses_what_it_cannot_run(monkeypatch):
+    """A KS config on a K whose k-blocks do not split evenly (a CTA would
+    straddle two tiles and the cluster barriers would never meet) is refused
+    before anything launches."""
+    for cfg in (c for c in configs.WGMMA_CONFIGS if c.KS):
+        monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_{cfg.tag}")
+        with pytest.raises(ValueError, match="cluster split-K"):
+            configs.forced(16, 256, 128 * (cfg.KS + 1))
+        assert configs.forced(16, 256, 128 * cfg.KS).grid == (cfg.KS * -(-256 // (64 * cfg.C)), 1, 1)
