@@ -426,6 +426,26 @@ def wgmma_plan(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> "Plan
     return plan(cfg, M, N, K, ctas=wgmma_grid(cfg, M, N, K, sm_count))
 
 
+def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> WgmmaConfig:
+    """`cfg`, or its split-K-in-clusters-of-two variant (KS = 2) where the
+    heuristic would cut the tiles stream-K over one wave and two CTAs per
+    tile fill 70-100% of the SMs: each CTA then holds half of one tile and
+    the halves meet in distributed shared memory. H200 (RESULTS.md, session
+    13): 1.03-1.08x on 6144 x 4096 at M = 64 and 128, 4096 x 4096 at M = 256
+    and 8192 x 8192 at M = 128 and 256 (96 or 128 CTAs); slower on 64 CTAs
+    (0.96-0.98x) or two waves (0.73x). Clusters of four lost everywhere
+    (0.57-0.64x: 32 clusters of four do not fit the SMs at once)."""
+    ks = WgmmaConfig(cfg.BN, cfg.STAGES, cfg.C, cfg.MB, cfg.FX, 2)
+    if ks not in WGMMA_CONFIGS:
+        return cfg
+    tiles, Q = wgmma_units(cfg, M, N, K)
+    slots = sm_count * cfg.MINB
+    if (Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= slots
+            and wgmma_grid(cfg, M, N, K, sm_count) != tiles):
+        return ks
+    return cfg
+
+
 def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int | None:
     """A one-wave stream-K grid whose CTAs each stay inside one tile (tiles x
     a divisor of a tile's units), the largest within the SMs' slots if it
@@ -479,7 +499,7 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
         return plan(cfg, M, N, K, min(splits, max(1, Kb // 4)))
     if wgmma:
         # Hopper: a persistent stream-K grid of as many CTAs as fit at once
-        cfg = wgmma_for(M, N, K, sm_count)
+        cfg = cluster_split(wgmma_for(M, N, K, sm_count), M, N, K, sm_count)
         return wgmma_plan(cfg, M, N, K, sm_count)
     BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     tiles_m = -(-M // BM)
