@@ -427,22 +427,29 @@ def wgmma_plan(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> "Plan
 
 
 def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> WgmmaConfig:
-    """`cfg`, or its split-K-in-clusters-of-two variant (KS = 2) where the
-    heuristic would cut the tiles stream-K over one wave and two CTAs per
-    tile fill 70-100% of the SMs: each CTA then holds half of one tile and
-    the halves meet in distributed shared memory. H200 (RESULTS.md, session
-    13): 1.03-1.08x on 6144 x 4096 at M = 64 and 128, 4096 x 4096 at M = 256
-    and 8192 x 8192 at M = 128 and 256 (96 or 128 CTAs); slower on 64 CTAs
-    (0.96-0.98x) or two waves (0.73x). Clusters of four lost everywhere
+    """`cfg`, or a split-K-in-clusters-of-two config (KS = 2: each CTA holds
+    half of one tile, and the halves meet in distributed shared memory) where
+    two CTAs per tile fill 70-100% of the SMs: on cfg's token width, else on
+    twice it (where cfg needs two token tiles), else, on layers of at most
+    TINY_LAYER weights, on half of it. H200 autotune (RESULTS.md, session
+    13): 1.01-1.12x the plan before on 4096 x 4096 at M = 128 (64-token
+    halves: 0.0109 against 0.0122 ms) and 256, 6144 x 4096 at M = 64, 128 and
+    256 (256-token halves: 0.0177 against 0.0188), 8192 x 8192 at M = 64, 128
+    and 256, 8192 x 28672 at M = 256; slower on half the SMs (0.75-0.96x) or
+    two waves (0.73x), and halving the token width lost on 4096 x 14336 at
+    M = 128 (0.0275 against 0.0219). Clusters of four lost everywhere
     (0.57-0.64x: 32 clusters of four do not fit the SMs at once)."""
-    ks = WgmmaConfig(cfg.BN, cfg.STAGES, cfg.C, cfg.MB, cfg.FX, 2)
-    if ks not in WGMMA_CONFIGS:
+    if cfg.C != 2 or cfg.MB or cfg.FX or cfg.KS or M > 256:     # (measured up to M = 256)
         return cfg
-    tiles, Q = wgmma_units(cfg, M, N, K)
     slots = sm_count * cfg.MINB
-    if (Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= slots
-            and wgmma_grid(cfg, M, N, K, sm_count) != tiles):
-        return ks
+    widths = [cfg.BN] + [2 * cfg.BN] * (M > cfg.BN) + [cfg.BN // 2] * (N * K <= TINY_LAYER)
+    for bn in widths:
+        ks = next((c for c in WGMMA_CONFIGS if c.KS == 2 and (c.BN, c.C) == (bn, 2)), None)
+        if ks is None:
+            continue
+        tiles, Q = wgmma_units(ks, M, N, K)
+        if Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= slots:
+            return ks
     return cfg
 
 
@@ -482,7 +489,7 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
     """``wgmma``: the GPU and the weight can run the Hopper kernel
     (configs.wgmma_eligible), which then takes every M (but decode of layers
     under TINY_LAYER weights) on a persistent grid (wgmma_for picks the tile,
-    wgmma_grid the CTAs; RESULTS.md has the measurements). Otherwise, and for
+    cluster_split may split it between two CTAs, wgmma_grid the CTAs; RESULTS.md has the measurements). Otherwise, and for
     those, few tokens (M <= 16): the decode kernel; K is
     split so that a CTA streams at most 32 k-blocks (2048 k) and there are at
     least four CTAs per SM (a sweep on the H100, benchmarks/tune_decode.py).

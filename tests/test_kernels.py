@@ -213,6 +213,15 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     assert configs.why_illegal(p, M, N, K) is None
     tiles, Q = configs.wgmma_units(p.config, M, N, K)
     slots = sms * p.config.MINB
+    if p.config.KS:
+        # split in clusters of two (configs.cluster_split): 33..256 tokens, two
+        # consumers, two CTAs per tile filling 70-100% of the SMs
+        assert p.config.KS == 2 and p.config.C == 2 and 33 <= M <= 256, p
+        assert p.grid[0] == 2 * tiles and 0.7 * slots <= p.grid[0] <= slots and Q % 2 == 0
+        assert p.config.BN >= M or N * K <= configs.TINY_LAYER, "half the tokens on tiny layers only"
+        return
+    assert not (33 <= M <= 256 and p.config.C == 2 and 0.7 * slots <= 2 * tiles <= slots
+                and Q % 2 == 0 and p.config.BN in (64, 128, 256)), "a tile the clusters of two take"
     aligned = configs.aligned_ctas(p.config, M, N, K, sms)
     assert p.grid[0] in (tiles, aligned or min(slots, tiles * Q)), \
         "one CTA per tile, or one wave of stream-K (CTAs inside one tile where that keeps 90% of the slots)"
