@@ -429,16 +429,16 @@ def wgmma_plan(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> "Plan
 def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> WgmmaConfig:
     """`cfg`, or a split-K-in-clusters-of-two config (KS = 2: each CTA holds
     half of one tile, and the halves meet in distributed shared memory) where
-    two CTAs per tile fill 70-100% of the SMs: on cfg's token width, else on
+    two CTAs per tile fill 70-97% of the SMs: on cfg's token width, else on
     twice it (where cfg needs two token tiles), else, on layers of at most
     TINY_LAYER weights, on half of it. H200 autotune (RESULTS.md, session
     13): 1.01-1.12x the plan before on 4096 x 4096 at M = 128 (64-token
     halves: 0.0109 against 0.0122 ms) and 256, 6144 x 4096 at M = 64, 128 and
     256 (256-token halves: 0.0177 against 0.0188), 8192 x 8192 at M = 64, 128
-    and 256, 8192 x 28672 at M = 256; slower on half the SMs (0.75-0.96x) or
-    two waves (0.73x), and halving the token width lost on 4096 x 14336 at
+    and 256, 8192 x 28672 at M = 256; slower on half the SMs (0.67-0.98x) or
+    two waves (0.70-0.73x), and halving the token width lost on 4096 x 14336 at
     M = 128 (0.0275 against 0.0219). Clusters of four lost everywhere
-    (0.57-0.64x: 32 clusters of four do not fit the SMs at once)."""
+    (0.57-0.65x: 32 clusters of four seem not to fit the SMs at once)."""
     if cfg.C != 2 or cfg.MB or cfg.FX or cfg.KS or M > 256:     # (measured up to M = 256)
         return cfg
     slots = sm_count * cfg.MINB
@@ -448,7 +448,9 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
         if ks is None:
             continue
         tiles, Q = wgmma_units(ks, M, N, K)
-        if Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= slots:
+        # (at most the 128 of 132 SMs measured: whether 66 clusters of two
+        # fit at once is untested)
+        if Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= 0.97 * slots:
             return ks
     return cfg
 
@@ -631,7 +633,7 @@ def why_illegal(p: Plan, M: int, N: int, K: int) -> str | None:
     """None if ``p`` can launch correctly for (M, N, K), else the reason. Checked
     before anything is compiled; a compiled kernel that spills is refused later."""
     cfg = p.config
-    if cfg not in MMA_CONFIGS + DECODE_CONFIGS + WGMMA_CONFIGS:
+    if cfg not in MMA_CONFIGS + DECODE_CONFIGS + WGMMA_CONFIGS + FUSED_CONFIGS:
         return f"{cfg} is not a config lqq ships"
     regs_ok = (cfg.threads <= 1024 and registers_cap(cfg) >= 24 if isinstance(cfg, WgmmaConfig)
                else cfg.threads <= 1024 and cfg.threads * REGS_MAX <= REGFILE)

@@ -215,12 +215,12 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     slots = sms * p.config.MINB
     if p.config.KS:
         # split in clusters of two (configs.cluster_split): 33..256 tokens, two
-        # consumers, two CTAs per tile filling 70-100% of the SMs
+        # consumers, two CTAs per tile filling 70-97% of the SMs
         assert p.config.KS == 2 and p.config.C == 2 and 33 <= M <= 256, p
-        assert p.grid[0] == 2 * tiles and 0.7 * slots <= p.grid[0] <= slots and Q % 2 == 0
+        assert p.grid[0] == 2 * tiles and 0.7 * slots <= p.grid[0] <= 0.97 * slots and Q % 2 == 0
         assert p.config.BN >= M or N * K <= configs.TINY_LAYER, "half the tokens on tiny layers only"
         return
-    assert not (33 <= M <= 256 and p.config.C == 2 and 0.7 * slots <= 2 * tiles <= slots
+    assert not (33 <= M <= 256 and p.config.C == 2 and 0.7 * slots <= 2 * tiles <= 0.97 * slots
                 and Q % 2 == 0 and p.config.BN in (64, 128, 256)), "a tile the clusters of two take"
     aligned = configs.aligned_ctas(p.config, M, N, K, sms)
     assert p.grid[0] in (tiles, aligned or min(slots, tiles * Q)), \
@@ -597,3 +597,17 @@ def test_cluster_split_refuses_what_it_cannot_run(monkeypatch):
         with pytest.raises(ValueError, match="cluster split-K"):
             configs.forced(16, 256, 128 * (cfg.KS + 1))
         assert configs.forced(16, 256, 128 * cfg.KS).grid == (cfg.KS * -(-256 // (64 * cfg.C)), 1, 1)
+
+
+def test_forced_configs_of_every_family_still_plan(monkeypatch):
+    """The check forced() runs (configs.why_illegal) knows every config lqq
+    ships, the fused decode variants among them."""
+    for text, (M, N, K) in (("wgmma_bn8_st8_fx16_c5", (1, 300, 1088)),
+                            ("wgmma_bn16_st8_wg4_fxbf16_c3", (12, 600, 2048)),
+                            ("wgmma_bn8_st7_wg3_mb2_c264", (1, 4096, 4096)),
+                            ("decode_bm8_rb1_pf4_s8", (1, 4096, 4096)), ("mma_bm64_rb2", (64, 512, 512))):
+        monkeypatch.setenv("LQQ_FORCE_CONFIG", text)
+        assert configs.forced(M, N, K) is not None, text
+    for cfg in configs.FUSED_CONFIGS:
+        monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_{cfg.tag}_c3")
+        assert configs.forced(cfg.BN, 600, 2048).config == cfg
