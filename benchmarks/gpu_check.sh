@@ -18,7 +18,9 @@
 #                                           quant_ab with LQQ_FUSED_QUANT=0/1 on FUSED_SHAPES;
 #                                           `decode`: benchmarks/decode_ab.sh; `ab`: benchmarks/ab_run.sh;
 #                                           `ncu`: Nsight Compute's throughput and stall sections on
-#                                           NCU_SHAPES, M,N,K[:config] each)
+#                                           NCU_SHAPES, M,N,K[:config] each; `ks`: split-K in clusters
+#                                           (its tests, sanitizer cases, quick_time against the
+#                                           heuristic on KS_SHAPES, two rounds))
 set -uo pipefail
 OUT=${OUT:-/tmp/lqq-gpu-check}
 mkdir -p "$OUT"
@@ -126,6 +128,32 @@ for shape in ${NCU_SHAPES:-128,4096,4096 128,57344,8192}; do
 done
 fi
 
+if step ks; then             # not in the default steps: split-K inside clusters (WgmmaConfig.KS)
+$PY -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "cluster_split or (epilogue_paths and ks)" \
+  > "$OUT/ks.txt" 2>&1
+status+=("ks tests: $(tail -n 1 "$OUT/ks.txt")")
+if command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    LQQ_SANITIZE_ONLY=_ks compute-sanitizer --tool $tool --error-exitcode 9 $PY benchmarks/sanitize_case.py \
+      >> "$OUT/ks.txt" 2>&1
+    status+=("ks $tool: exit $?")
+  done
+fi
+for r in 1 2; do
+  $PY benchmarks/quick_time.py ${KS_SHAPES:-\
+    64,4096,4096 64,4096,4096:wgmma_bn64_st4_ks2 64,4096,4096:wgmma_bn64_st4_ks4 \
+    128,4096,4096 128,4096,4096:wgmma_bn128_st4_ks4 128,4096,4096:wgmma_bn128_st4_ks2 \
+    128,4096,4096:wgmma_bn64_st8_wg4_ks2 \
+    256,4096,4096 256,4096,4096:wgmma_bn256_st4_ks2 256,4096,4096:wgmma_bn128_st4_ks2 \
+    64,6144,4096 64,6144,4096:wgmma_bn64_st4_ks2 \
+    128,6144,4096 128,6144,4096:wgmma_bn128_st4_ks2 128,6144,4096:wgmma_bn64_st8_wg4_ks2 \
+    128,8192,8192 128,8192,8192:wgmma_bn128_st4_ks2 \
+    128,4096,14336 128,4096,14336:wgmma_bn128_st4_ks4 \
+    64,8192,8192 64,8192,8192:wgmma_bn64_st4_ks2} >> "$OUT/ks.txt" 2>&1
+  status+=("ks quick_time round $r: exit $?")
+done
+fi
+
 if step decode; then          # not in the default steps: benchmarks/decode_ab.sh (B8, B16, S8, S16)
 OUT="$OUT/decode" bash benchmarks/decode_ab.sh > "$OUT/decode.txt" 2>&1
 status+=("decode A/B: exit $?")
@@ -154,6 +182,8 @@ printf '%s\n' "${status[@]}"
 [ -f "$OUT/autotune.txt" ] && { echo; echo "autotune (tuned vs heuristic):"; cat "$OUT/autotune.txt"; }
 [ -f "$OUT/llama_block.md" ] && { echo; echo "llama_block (one Llama-3-8B layer's linears):"; cat "$OUT/llama_block.md"; }
 [ -f "$OUT/host.txt" ] && { echo; echo "host path (eager us/call; quantize vs GEMM, PDL off then on):"; cat "$OUT/host.txt"; }
+[ -f "$OUT/ks.txt" ] && { echo; echo "split-K in clusters (tests, sanitizer, quick_time):"
+  grep -E "passed|failed|SUMMARY|^ok|^M=" "$OUT/ks.txt"; }
 [ -f "$OUT/probe.txt" ] && { echo; echo "probe (benchmarks/probe_stages.py):"; cat "$OUT/probe.txt"; }
 [ -f "$OUT/fused.txt" ] && { echo; echo "fused decode path (tests, racecheck, quant_ab off/on):"
   grep -E "passed|failed|rror|^ok|SUMMARY|LQQ_PDL|^M=" "$OUT/fused.txt"; }

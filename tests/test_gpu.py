@@ -632,7 +632,6 @@ def test_wgmma_cluster_split_exact(monkeypatch, cfg, N, K, G):
         assert np.array_equal(cp.asnumpy(lqq.gemm(cp.asarray(X), wg, out_dtype=np.int32)), first)
 
 
-
 @pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
 @pytest.mark.parametrize("cfg", configs.WGMMA_CONFIGS, ids=lambda c: c.name)
 @pytest.mark.parametrize("N", [200, 196])
