@@ -426,6 +426,11 @@ def wgmma_plan(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> "Plan
     return plan(cfg, M, N, K, ctas=wgmma_grid(cfg, M, N, K, sm_count))
 
 
+def padded(M: int, bn: int) -> int:
+    """Tokens computed for M on bn-token tiles."""
+    return -(-M // bn) * bn
+
+
 def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> WgmmaConfig:
     """`cfg`, or a split-K-in-clusters-of-two config (KS = 2: each CTA holds
     half of one tile, and the halves meet in distributed shared memory) where
@@ -437,9 +442,12 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
     256 (256-token halves: 0.0177 against 0.0188), 8192 x 8192 at M = 64, 128
     and 256, 8192 x 28672 at M = 256; slower on half the SMs (0.67-0.98x) or
     two waves (0.70-0.73x), and halving the token width lost on 4096 x 14336 at
-    M = 128 (0.0275 against 0.0219). Clusters of four lost everywhere
-    (0.57-0.65x: 32 clusters of four seem not to fit the SMs at once)."""
-    if cfg.C != 2 or cfg.MB or cfg.FX or cfg.KS or M > 256:     # (measured up to M = 256)
+    M = 128 (0.0275 against 0.0219). At M = 512 the rule picks 256-token
+    halves on 4096 x 4096 and 4096 x 14336, 1.05x and 1.03x the plan before
+    (H200 autotune, session 14), and nothing on the other Llama-3 layers.
+    Clusters of four lost everywhere (0.57-0.65x): the H200 holds 30 clusters
+    of four at once (cuOccupancyMaxActiveClusters), so 32 take two rounds."""
+    if cfg.C != 2 or cfg.MB or cfg.FX or cfg.KS or M > 512:     # (measured up to M = 512)
         return cfg
     slots = sm_count * cfg.MINB
     widths = [cfg.BN] + [2 * cfg.BN] * (M > cfg.BN) + [cfg.BN // 2] * (N * K <= TINY_LAYER)
@@ -448,9 +456,10 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
         if ks is None:
             continue
         tiles, Q = wgmma_units(ks, M, N, K)
-        # (at most the 128 of 132 SMs measured: whether 66 clusters of two
-        # fit at once is untested)
-        if Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= 0.97 * slots:
+        # (66 clusters of two fit the H200 at once, but no plan past 128 of
+        # its 132 SMs has been measured); never more padded tokens than cfg's
+        # (257 tokens on 256-wide tiles would compute 512)
+        if Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= 0.97 * slots and padded(M, bn) <= padded(M, cfg.BN):
             return ks
     return cfg
 
