@@ -18,7 +18,8 @@
 #                                           quant_ab with LQQ_FUSED_QUANT=0/1 on FUSED_SHAPES;
 #                                           `decode`: benchmarks/decode_ab.sh; `ab`: benchmarks/ab_run.sh;
 #                                           `ncu`: Nsight Compute's throughput and stall sections on
-#                                           NCU_SHAPES, M,N,K[:config] each; `ks`: split-K in clusters
+#                                           NCU_SHAPES, M,N,K[:config] each, and with NCU_SOURCE=1
+#                                           stall samples per SASS instruction (CSV); `ks`: split-K in clusters
 #                                           (its tests, sanitizer cases, quick_time against the
 #                                           heuristic on KS_SHAPES, two rounds))
 set -uo pipefail
@@ -125,6 +126,15 @@ for shape in ${NCU_SHAPES:-128,4096,4096 128,57344,8192}; do
     --section WarpStateStats --section SchedulerStats --section LaunchStats --section Occupancy \
     $PY benchmarks/ncu_case.py ${mnk//,/ } $cfg >> "$OUT/ncu.txt" 2>&1
   status+=("ncu $shape: exit $?")
+  if [ "${NCU_SOURCE:-0}" = 1 ]; then   # stall samples per SASS instruction, as CSV
+    rep=/tmp/lqq-ncu-${mnk//,/x}
+    ncu --clock-control none -k regex:wgmma --launch-skip 2 --launch-count 1 \
+      --section WarpStateStats --section SourceCounters -f -o "$rep" \
+      $PY benchmarks/ncu_case.py ${mnk//,/ } $cfg > /dev/null 2>> "$OUT/ncu.txt"
+    ncu -i "$rep.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu-sass-${mnk//,/x}.csv" 2>> "$OUT/ncu.txt"
+    ncu -i "$rep.ncu-rep" --page raw --csv > "$OUT/ncu-raw-${mnk//,/x}.csv" 2>> "$OUT/ncu.txt"
+    status+=("ncu source $shape: exit $?")
+  fi
 done
 fi
 
