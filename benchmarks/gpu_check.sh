@@ -127,13 +127,16 @@ for shape in ${NCU_SHAPES:-128,4096,4096 128,57344,8192}; do
     $PY benchmarks/ncu_case.py ${mnk//,/ } $cfg >> "$OUT/ncu.txt" 2>&1
   status+=("ncu $shape: exit $?")
   if [ "${NCU_SOURCE:-0}" = 1 ]; then   # stall samples per SASS instruction, as CSV
-    rep=/tmp/lqq-ncu-${mnk//,/x}
+    tag=${shape//[,:]/x} rep=/tmp/lqq-ncu-${shape//[,:]/x}
+    rm -f "$rep.ncu-rep"                 # a failed run must not export an old report
     ncu --clock-control none -k regex:wgmma --launch-skip 2 --launch-count 1 \
       --section WarpStateStats --section SourceCounters -f -o "$rep" \
-      $PY benchmarks/ncu_case.py ${mnk//,/ } $cfg > /dev/null 2>> "$OUT/ncu.txt"
-    ncu -i "$rep.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu-sass-${mnk//,/x}.csv" 2>> "$OUT/ncu.txt"
-    ncu -i "$rep.ncu-rep" --page raw --csv > "$OUT/ncu-raw-${mnk//,/x}.csv" 2>> "$OUT/ncu.txt"
-    status+=("ncu source $shape: exit $?")
+      $PY benchmarks/ncu_case.py ${mnk//,/ } $cfg >> "$OUT/ncu.txt" 2>&1
+    r1=$?
+    ncu -i "$rep.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu-sass-$tag.csv" 2>> "$OUT/ncu.txt"
+    r2=$?
+    ncu -i "$rep.ncu-rep" --page raw --csv > "$OUT/ncu-raw-$tag.csv" 2>> "$OUT/ncu.txt"
+    status+=("ncu source $shape: exit $r1 (profile), $r2 (source page), $? (raw page)")
   fi
 done
 fi

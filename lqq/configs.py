@@ -444,13 +444,17 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
     two waves (0.70-0.73x), and halving the token width lost on 4096 x 14336 at
     M = 128 (0.0275 against 0.0219). At M = 512 the rule picks 256-token
     halves on 4096 x 4096 and 4096 x 14336, 1.05x and 1.03x the plan before
-    (H200 autotune, session 14), and nothing on the other Llama-3 layers.
+    (H200 autotune, session 14), and nothing on the other Llama-3 layers;
+    between 257 and 511 tokens, and on other layers, it is extrapolated
+    (0.98x at M = 400 on 4096 x 4096, 1.25x at M = 448 on 4096 x 14336),
+    without the half width, and only where the split tile computes no more
+    padded tokens than cfg's.
     Clusters of four lost everywhere (0.57-0.65x): the H200 holds 30 clusters
     of four at once (cuOccupancyMaxActiveClusters), so 32 take two rounds."""
     if cfg.C != 2 or cfg.MB or cfg.FX or cfg.KS or M > 512:     # (measured up to M = 512)
         return cfg
     slots = sm_count * cfg.MINB
-    widths = [cfg.BN] + [2 * cfg.BN] * (M > cfg.BN) + [cfg.BN // 2] * (N * K <= TINY_LAYER)
+    widths = [cfg.BN] + [2 * cfg.BN] * (M > cfg.BN) + [cfg.BN // 2] * (N * K <= TINY_LAYER and M <= 256)
     for bn in widths:
         ks = next((c for c in WGMMA_CONFIGS if c.KS == 2 and (c.BN, c.C) == (bn, 2)), None)
         if ks is None:

@@ -196,6 +196,18 @@ def global_before(sass: str, stops=(GRID_WAIT,), ops=_GLOBAL_OPS) -> list[str] |
     return [op for _, op in reached if op.split(".")[0] in ops]
 
 
+def mma_span_mul_hi(sass: str) -> int | None:
+    """IMAD.HI instructions from a function's first IGMMA to its last: in the
+    Hopper GEMM that span is the consumers' main loop, and an IMAD.HI there
+    is a division by a constant (a ring index `it % 6` cost 5-6% at M = 128
+    on the H200, RESULTS.md session 14). None without IGMMA."""
+    code, _ = _instructions(sass)
+    mma = [i for i, c in enumerate(code) if c[2].startswith("IGMMA")]
+    if not mma:
+        return None
+    return sum(c[2].startswith("IMAD.HI") for c in code[mma[0]:mma[-1] + 1])
+
+
 def parse_ptxas_log(log: str) -> dict:
     """Numbers from an NVRTC log compiled with --ptxas-options=-v.
 
@@ -235,6 +247,7 @@ def inspect(compiled) -> dict:
     sm_90 with the 1 KiB the system reserves per CTA), smem_declared_bytes
     (the static shared memory the kernel declares, from ptxas), sass (opcode
     counts), igmma_a (where the wgmma instructions read operand A),
+    mma_span_mul_hi (divisions by a constant inside the wgmma main loop),
     before_grid_wait (the global accesses some path reaches before
     griddepcontrol.wait; None without one: global_before),
     before_grid_wait_outside_producer (the same on paths that have not passed
@@ -268,6 +281,7 @@ def inspect(compiled) -> dict:
         "smem_declared_bytes": per_log["smem"],
         "sass": opcode_counts(text),
         "igmma_a": igmma_operand_a(text),
+        "mma_span_mul_hi": mma_span_mul_hi(body),
         "before_grid_wait": global_before(body),
         "before_grid_wait_outside_producer": (global_before(body, (GRID_WAIT, PRODUCER_DEC))
                                               if PRODUCER_DEC in body else None),

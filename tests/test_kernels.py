@@ -61,6 +61,7 @@ def test_gemm_kernels_dequantize_with_imad_lop3_and_use_tensor_cores(report):
             a = r["igmma_a"]
             assert a["register"] == s.get("IGMMA") and a["shared"] == 0, (r["name"], a)
             assert a["register"] >= 8, "two banks of four k-steps"
+            assert r["mma_span_mul_hi"] == 0, (r["name"], "a division in the main loop")
 
 
 @needs_nvrtc
@@ -158,7 +159,7 @@ SHAPES = [(1, 64, 64), (3, 100, 96), (17, 4096, 4096), (100, 130, 384), (257, 28
           (1, 1, 32), (9, 63, 65536), (96, 8192, 8192), (160, 4096, 4096),
           (192, 57344, 8192), (224, 4096, 14336), (65, 100, 4096),
           (128, 57344, 8192), (100, 8192, 8192), (48, 8192, 8192), (64, 6144, 4096),
-          (32, 8192, 8192), (60, 28672, 4096), (384, 6144, 4096), (512, 4096, 14336), (300, 4096, 4096), (448, 4096, 4096),
+          (32, 8192, 8192), (60, 28672, 4096), (384, 6144, 4096), (512, 4096, 14336), (300, 4096, 4096), (448, 4096, 4096), (400, 1024, 4096),
           (600, 57344, 8192), (2048, 8192, 8192)]
 
 
@@ -219,7 +220,8 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
         assert p.config.KS == 2 and p.config.C == 2 and 33 <= M <= 512, p
         assert p.grid[0] == 2 * tiles and 0.7 * slots <= p.grid[0] <= 0.97 * slots and Q % 2 == 0
         before = configs.wgmma_for(M, N, K, sms)
-        assert p.config.BN >= before.BN or N * K <= configs.TINY_LAYER, "half the tokens on tiny layers only"
+        assert p.config.BN >= before.BN or (N * K <= configs.TINY_LAYER and M <= 256), \
+            "half the tokens on tiny layers up to 256 tokens only"
         assert configs.padded(M, p.config.BN) <= configs.padded(M, before.BN), "no more padded tokens"
         return
     assert not (33 <= M <= 512 and p.config.C == 2 and 0.7 * slots <= 2 * tiles <= 0.97 * slots
@@ -429,6 +431,21 @@ def test_forced_config_parsing(monkeypatch):
         monkeypatch.setenv("LQQ_FORCE_CONFIG", bad)
         with pytest.raises(ValueError, match="LQQ_FORCE_CONFIG"):
             configs.forced(5, 4096, 4096)
+
+
+def test_mma_span_mul_hi_counts_between_the_first_and_last_igmma():
+    from lqq import sass
+    text = """
+        /*0000*/                   IMAD.HI R1, R2, 0x2aaaaaab, RZ ;
+        /*0010*/                   IGMMA.64x128x32.S8.S8 R24, R100, gdesc[UR4], R24 ;
+        /*0020*/                   IMAD.HI R21, R20, 0x2aaaaaab, RZ ;
+        /*0030*/                   IMAD R3, R4, 0x3, R5 ;
+        /*0040*/                   IGMMA.64x128x32.S8.S8 R24, R104, gdesc[UR4], R24, gsb0 ;
+        /*0050*/                   IMAD.HI.U32 R6, R7, 0x55555556, RZ ;
+"""
+    assert sass.mma_span_mul_hi(text) == 1
+    assert sass.mma_span_mul_hi(text.replace("IMAD.HI R21", "IMAD R21")) == 0
+    assert sass.mma_span_mul_hi("        /*0000*/  IMAD.HI R1, R2, 0x3, RZ ;\n") is None
 
 
 def test_igmma_operand_a_parser():
