@@ -121,22 +121,22 @@ if step ncu; then            # not in the default steps: Nsight Compute on one l
 for shape in ${NCU_SHAPES:-128,4096,4096 128,57344,8192}; do
   echo "== ncu $shape" >> "$OUT/ncu.txt"
   mnk=${shape%%:*}; cfg=; [[ "$shape" == *:* ]] && cfg=${shape#*:}
+  tag=${shape//[,:]/x}; rep=/tmp/lqq-ncu-$tag
+  rm -f "$rep.ncu-rep"                   # a failed run must not print an old report
+  # one profiled launch; with NCU_SOURCE=1 it also samples stalls per SASS instruction
   ncu --clock-control none -k regex:wgmma --launch-skip 2 --launch-count 1 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
     --section WarpStateStats --section SchedulerStats --section LaunchStats --section Occupancy \
+    $([ "${NCU_SOURCE:-0}" = 1 ] && echo --section SourceCounters) -f -o "$rep" \
     $PY benchmarks/ncu_case.py ${mnk//,/ } $cfg >> "$OUT/ncu.txt" 2>&1
-  status+=("ncu $shape: exit $?")
-  if [ "${NCU_SOURCE:-0}" = 1 ]; then   # stall samples per SASS instruction, as CSV
-    tag=${shape//[,:]/x} rep=/tmp/lqq-ncu-${shape//[,:]/x}
-    rm -f "$rep.ncu-rep"                 # a failed run must not export an old report
-    ncu --clock-control none -k regex:wgmma --launch-skip 2 --launch-count 1 \
-      --section WarpStateStats --section SourceCounters -f -o "$rep" \
-      $PY benchmarks/ncu_case.py ${mnk//,/ } $cfg >> "$OUT/ncu.txt" 2>&1
-    r1=$?
+  r1=$?
+  ncu -i "$rep.ncu-rep" >> "$OUT/ncu.txt" 2>&1
+  status+=("ncu $shape: exit $r1 (profile), $? (details)")
+  if [ "${NCU_SOURCE:-0}" = 1 ]; then   # the stall samples and raw metrics, as CSV
     ncu -i "$rep.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu-sass-$tag.csv" 2>> "$OUT/ncu.txt"
     r2=$?
     ncu -i "$rep.ncu-rep" --page raw --csv > "$OUT/ncu-raw-$tag.csv" 2>> "$OUT/ncu.txt"
-    status+=("ncu source $shape: exit $r1 (profile), $r2 (source page), $? (raw page)")
+    status+=("ncu source $shape: exit $r2 (source page), $? (raw page)")
   fi
 done
 fi

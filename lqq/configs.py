@@ -426,11 +426,6 @@ def wgmma_plan(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> "Plan
     return plan(cfg, M, N, K, ctas=wgmma_grid(cfg, M, N, K, sm_count))
 
 
-def padded(M: int, bn: int) -> int:
-    """Tokens computed for M on bn-token tiles."""
-    return -(-M // bn) * bn
-
-
 def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> WgmmaConfig:
     """`cfg`, or a split-K-in-clusters-of-two config (KS = 2: each CTA holds
     half of one tile, and the halves meet in distributed shared memory) where
@@ -463,7 +458,7 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
         # (66 clusters of two fit the H200 at once, but no plan past 128 of
         # its 132 SMs has been measured); never more padded tokens than cfg's
         # (257 tokens on 256-wide tiles would compute 512)
-        if Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= 0.97 * slots and padded(M, bn) <= padded(M, cfg.BN):
+        if Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= 0.97 * slots and packing.round_up(M, bn) <= packing.round_up(M, cfg.BN):
             return ks
     return cfg
 

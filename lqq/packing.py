@@ -59,7 +59,8 @@ class PackedWeight:
         return self.meta.shape[1]
 
 
-def _round_up(a: int, b: int) -> int:
+def round_up(a: int, b: int) -> int:
+    """a rounded up to a multiple of b."""
     return -(-a // b) * b
 
 
@@ -68,7 +69,7 @@ def pack(w) -> PackedWeight:
     xp = w.xp
     N, K = w.shape
     G = w.group_size
-    Np, Kp = _round_up(N, ROW_BLOCK), _round_up(K, K_ALIGN)
+    Np, Kp = round_up(N, ROW_BLOCK), round_up(K, K_ALIGN)
     Nb, Kb = Np // ROW_BLOCK, Kp // K_BLOCK
     Q = xp.zeros((Np, Kp), dtype=xp.uint8)
     Q[:N, :K] = w.unpacked_codes()

@@ -159,7 +159,8 @@ SHAPES = [(1, 64, 64), (3, 100, 96), (17, 4096, 4096), (100, 130, 384), (257, 28
           (1, 1, 32), (9, 63, 65536), (96, 8192, 8192), (160, 4096, 4096),
           (192, 57344, 8192), (224, 4096, 14336), (65, 100, 4096),
           (128, 57344, 8192), (100, 8192, 8192), (48, 8192, 8192), (64, 6144, 4096),
-          (32, 8192, 8192), (60, 28672, 4096), (384, 6144, 4096), (512, 4096, 14336), (300, 4096, 4096), (448, 4096, 4096), (400, 1024, 4096),
+          (32, 8192, 8192), (60, 28672, 4096), (384, 6144, 4096), (512, 4096, 14336),
+          (300, 4096, 4096), (448, 4096, 4096), (400, 1024, 4096),
           (600, 57344, 8192), (2048, 8192, 8192)]
 
 
@@ -222,7 +223,7 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
         before = configs.wgmma_for(M, N, K, sms)
         assert p.config.BN >= before.BN or (N * K <= configs.TINY_LAYER and M <= 256), \
             "half the tokens on tiny layers up to 256 tokens only"
-        assert configs.padded(M, p.config.BN) <= configs.padded(M, before.BN), "no more padded tokens"
+        assert packing.round_up(M, p.config.BN) <= packing.round_up(M, before.BN), "no more padded tokens"
         return
     assert not (33 <= M <= 512 and p.config.C == 2 and 0.7 * slots <= 2 * tiles <= 0.97 * slots
                 and Q % 2 == 0 and p.config.BN in (64, 128, 256)), "a tile the clusters of two take"
