@@ -19,7 +19,8 @@
 #                                           `decode`: benchmarks/decode_ab.sh; `ab`: benchmarks/ab_run.sh;
 #                                           `ncu`: Nsight Compute's throughput and stall sections on
 #                                           NCU_SHAPES, M,N,K[:config] each, and with NCU_SOURCE=1
-#                                           stall samples per SASS instruction (CSV); `ks`: split-K in clusters
+#                                           stall samples per SASS instruction (CSV), NCU_METRICS
+#                                           extra metrics (comma-separated); `ks`: split-K in clusters
 #                                           (its tests, sanitizer cases, quick_time against the
 #                                           heuristic on KS_SHAPES, two rounds))
 set -uo pipefail
@@ -118,6 +119,16 @@ fi
 
 if step ncu; then            # not in the default steps: Nsight Compute on one launch per shape
 : > "$OUT/ncu.txt"
+# NCU_METRICS=a,b,...: extra metrics for the same run, those this ncu knows
+# (an unknown name would stop the whole profile)
+extra=
+if [ -n "${NCU_METRICS:-}" ]; then
+  ncu --query-metrics > /tmp/lqq-ncu-known.txt 2>&1
+  for m in ${NCU_METRICS//,/ }; do
+    if grep -q "^${m%%.*} " /tmp/lqq-ncu-known.txt; then extra+=${extra:+,}$m
+    else echo "NCU_METRICS: $m unknown to this ncu, left out" >> "$OUT/ncu.txt"; fi
+  done
+fi
 for shape in ${NCU_SHAPES:-128,4096,4096 128,57344,8192}; do
   echo "== ncu $shape" >> "$OUT/ncu.txt"
   mnk=${shape%%:*}; cfg=; [[ "$shape" == *:* ]] && cfg=${shape#*:}
@@ -127,7 +138,7 @@ for shape in ${NCU_SHAPES:-128,4096,4096 128,57344,8192}; do
   ncu --clock-control none -k regex:wgmma --launch-skip 2 --launch-count 1 \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
     --section WarpStateStats --section SchedulerStats --section LaunchStats --section Occupancy \
-    $([ "${NCU_SOURCE:-0}" = 1 ] && echo --section SourceCounters) -f -o "$rep" \
+    $([ "${NCU_SOURCE:-0}" = 1 ] && echo --section SourceCounters) ${extra:+--metrics $extra} -f -o "$rep" \
     $PY benchmarks/ncu_case.py ${mnk//,/ } $cfg >> "$OUT/ncu.txt" 2>&1
   r1=$?
   ncu -i "$rep.ncu-rep" >> "$OUT/ncu.txt" 2>&1
