@@ -480,6 +480,23 @@ def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int
     return best if best >= 0.9 * slots else None
 
 
+def whole_tile_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int | None:
+    """A one-wave grid of whole tiles where there are more tiles than slots:
+    tiles / d CTAs of d tiles each (the smallest such d), so no CTA writes or
+    reads partial sums, if that keeps 80% of the slots; else None. Stream-K
+    on every slot instead cuts tiles between CTAs, and each cut costs a
+    partial-tile store and read: on 28672 x 4096 at M = 128 (bn128_st6_wg3,
+    132 CTAs, every one straddling a tile boundary) 3.4 us per tile of a
+    32 us launch (RESULTS.md, session 15). An autotune candidate only: the
+    heuristic never picks it unmeasured."""
+    tiles, _ = wgmma_units(cfg, M, N, K)
+    slots = sm_count * cfg.MINB
+    if tiles <= slots or cfg.KS:
+        return None
+    d = next(d for d in range(2, tiles + 1) if tiles % d == 0 and tiles // d <= slots)
+    return tiles // d if tiles // d >= 0.8 * slots else None
+
+
 # Up to this many weights, 17..64 tokens stay on two consumer warpgroups and
 # 512..1023 tokens on 128-token tiles. Below it, decode (M <= 16) stays on the
 # mma.sync decode kernel. (As SMALL_DECODE it kept 4096 x 4096 there too, 1.14x
@@ -687,8 +704,9 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
     minimum split is implied by KBMAX), none that leave a split under
     MIN_KB_PER_SPLIT k-blocks or grow the grid past MAX_WAVES waves. With
     ``wgmma`` (configs.wgmma_eligible) the Hopper configs whose tile is within
-    a factor of four of M, on one or two waves of CTAs, one CTA per tile or
-    the one wave of CTAs inside one tile each (aligned_ctas); the sm_80
+    a factor of four of M, on one or two waves of CTAs, one CTA per tile,
+    the one wave of CTAs inside one tile each (aligned_ctas) or of whole
+    tiles each (whole_tile_ctas); the sm_80
     families then only for M <= 16."""
     out, seen = [], set()
 
@@ -706,7 +724,8 @@ def candidates(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> li
             if M / 4 <= cfg.BN <= max(8, 4 * M) or (cfg.BN, cfg.C) == (chosen.BN, chosen.C):
                 tiles, _ = wgmma_units(cfg, M, N, K)
                 aligned = aligned_ctas(cfg, M, N, K, sm_count)
-                for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles, aligned):
+                whole = whole_tile_ctas(cfg, M, N, K, sm_count)
+                for ctas in (sm_count * cfg.MINB, 2 * sm_count * cfg.MINB, tiles, aligned, whole):
                     if ctas:
                         add(plan(cfg, M, N, K, ctas=ctas))
         if M > 16:

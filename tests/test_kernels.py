@@ -204,6 +204,36 @@ def test_aligned_grids_keep_every_cta_inside_one_tile():
                for p in configs.candidates(128, 4096, 4096, 132, wgmma=True))
 
 
+def test_whole_tile_grids_give_each_cta_whole_tiles():
+    """configs.whole_tile_ctas: where tiles outnumber the slots, tiles / d CTAs
+    of d whole tiles each (no partial sums), at least 80% of the slots, else
+    None; an autotune candidate, never the heuristic's grid."""
+    W = configs.WgmmaConfig
+    assert configs.whole_tile_ctas(W(128, 4), 128, 28672, 4096, 132) == 112    # 224 tiles x 2
+    assert configs.whole_tile_ctas(W(128, 4), 128, 4096, 4096, 132) is None, "fewer tiles than slots"
+    assert configs.whole_tile_ctas(W(128, 4, C=3), 128, 28672, 4096, 132) is None, "150 tiles: 75 CTAs"
+    assert configs.whole_tile_ctas(W(128, 4, KS=2), 128, 57344, 8192, 132) is None, "KS grids are fixed"
+    seen = 0
+    for M, N, K in SHAPES:
+        for cfg in configs.WGMMA_CONFIGS:
+            c = configs.whole_tile_ctas(cfg, M, N, K, 132)
+            if c is None:
+                continue
+            seen += 1
+            tiles, Q = configs.wgmma_units(cfg, M, N, K)
+            slots = 132 * cfg.MINB
+            assert tiles > slots and tiles % c == 0 and 0.8 * slots <= c <= slots
+            p = configs.plan(cfg, M, N, K, ctas=c)
+            assert p.grid[0] == c and configs.why_illegal(p, M, N, K) is None
+            # stream-K's ranges (streamk.j2: floor(U p / P)) end on tile boundaries
+            U = tiles * Q
+            assert all(U * i // c % Q == 0 for i in range(c + 1))
+            assert configs.heuristic(M, N, K, 132, wgmma=True) != p or c in (tiles, slots)
+    assert seen
+    assert any(p.config == W(128, 4) and p.grid[0] == 112
+               for p in configs.candidates(128, 28672, 4096, 132, wgmma=True))
+
+
 @pytest.mark.parametrize("M,N,K", SHAPES)
 @pytest.mark.parametrize("sms", [1, 78, 132])
 def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
