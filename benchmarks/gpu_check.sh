@@ -121,11 +121,14 @@ if step ncu; then            # not in the default steps: Nsight Compute on one l
 : > "$OUT/ncu.txt"
 # NCU_METRICS=a,b,...: extra metrics for the same run, those this ncu knows
 # (an unknown name would stop the whole profile)
+# (names with a ':', such as regex: or breakdown:, pass unchecked)
 extra=
 if [ -n "${NCU_METRICS:-}" ]; then
-  ncu --query-metrics > /tmp/lqq-ncu-known.txt 2>&1
+  known=${TMPDIR:-/tmp}/lqq-ncu-known.txt
+  ncu --query-metrics > "$known" 2>&1 \
+    || echo "NCU_METRICS: ncu --query-metrics failed (exit $?): unchecked names are left out" >> "$OUT/ncu.txt"
   for m in ${NCU_METRICS//,/ }; do
-    if grep -q "^${m%%.*} " /tmp/lqq-ncu-known.txt; then extra+=${extra:+,}$m
+    if [[ "$m" == *:* ]] || grep -q "^${m%%.*} " "$known"; then extra+=${extra:+,}$m
     else echo "NCU_METRICS: $m unknown to this ncu, left out" >> "$OUT/ncu.txt"; fi
   done
 fi

@@ -484,9 +484,10 @@ def whole_tile_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> 
     """A one-wave grid of whole tiles where there are more tiles than slots:
     tiles / d CTAs of d tiles each (the smallest such d), so no CTA writes or
     reads partial sums, if that keeps 80% of the slots; else None. Stream-K
-    on every slot instead cuts tiles between CTAs, and each cut costs a
-    partial-tile store and read: on 28672 x 4096 at M = 128 (bn128_st6_wg3,
-    132 CTAs, every one straddling a tile boundary) 3.4 us per tile of a
+    on every slot instead cuts tiles between CTAs, and each cut adds a
+    partial-tile store, a wait and a read to the epilogue: on 28672 x 4096
+    at M = 128 (bn128_st6_wg3, 132 CTAs, every one straddling a tile
+    boundary) the epilogue, output stores included, is 3.4 us per tile of a
     32 us launch (RESULTS.md, session 15). An autotune candidate only: the
     heuristic never picks it unmeasured."""
     tiles, _ = wgmma_units(cfg, M, N, K)
