@@ -1,17 +1,35 @@
 """How many clusters of each split-K-in-clusters config (WgmmaConfig.KS) the
 GPU holds at once (cuOccupancyMaxActiveClusters), next to the CTAs per SM of
 the other Hopper configs (cuOccupancyMaxActiveBlocksPerMultiprocessor):
-python benchmarks/cluster_occupancy.py"""
+python benchmarks/cluster_occupancy.py [TAG ...]
+TAGs (bn128_st6_wg3_ks3 ...): configs lqq does not ship, asked about instead
+of the shipped ones (compiled as they are, spills or not: the answer depends
+on the cluster shape, threads and shared memory, not on the code)."""
 import ctypes
+import re
+import sys
 
 import cupy as cp
 
 from lqq import configs, gpu_gemm, launch
 
+
+def from_tag(tag: str) -> configs.WgmmaConfig:
+    m = re.fullmatch(r"(?:wgmma_)?bn(\d+)_st(\d+)(?:_wg(\d+))?(?:_mb(\d+))?(?:_ks(\d+))?", tag)
+    if not m:
+        raise SystemExit(f"{tag!r}: expected bn<tokens>_st<stages>[_wg<consumers>][_mb<n>][_ks<n>]")
+    bn, st, wg, mb, ks = (int(g) if g else 0 for g in m.groups())
+    cfg = configs.WgmmaConfig(bn, st, wg or 2, MB=mb, KS=ks)
+    if cfg.tag != tag.removeprefix("wgmma_"):
+        raise SystemExit(f"{tag!r} reads as {cfg.tag}")
+    return cfg
+
+
 cuda = ctypes.CDLL("libcuda.so.1")
 sms = gpu_gemm.sm_count()
-for cfg in configs.WGMMA_CONFIGS:
-    if cfg.FX or (not cfg.KS and cfg.BN not in (64, 128, 256)):
+asked = [from_tag(t) for t in sys.argv[1:]]
+for cfg in asked or configs.WGMMA_CONFIGS:
+    if not asked and (cfg.FX or (not cfg.KS and cfg.BN not in (64, 128, 256))):
         continue
     smem = cfg.smem_bytes()
     kernel = gpu_gemm.function(cfg.spec(), smem)
