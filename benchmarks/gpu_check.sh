@@ -20,7 +20,9 @@
 #                                           `ncu`: Nsight Compute's throughput and stall sections on
 #                                           NCU_SHAPES, M,N,K[:config] each, and with NCU_SOURCE=1
 #                                           stall samples per SASS instruction (CSV), NCU_METRICS
-#                                           extra metrics (comma-separated); `ks`: split-K in clusters
+#                                           extra metrics (comma-separated); `fixed`: benchmarks/fixed_cost.py
+#                                           (an empty launch, the shortest K, the full GEMM) on
+#                                           FIXED_SHAPES; `ks`: split-K in clusters
 #                                           (its tests, sanitizer cases, quick_time against the
 #                                           heuristic on KS_SHAPES, two rounds))
 set -uo pipefail
@@ -181,6 +183,12 @@ for r in 1 2; do
 done
 fi
 
+if step fixed; then           # not in the default steps: a launch's fixed cost against its stream
+$PY benchmarks/fixed_cost.py ${FIXED_SHAPES:-64,8192,8192 64,4096,14336 64,4096,4096 \
+  128,28672,4096 128,4096,4096 128,8192,8192 256,57344,8192} > "$OUT/fixed.md" 2>&1
+status+=("fixed cost: exit $?")
+fi
+
 if step decode; then          # not in the default steps: benchmarks/decode_ab.sh (B8, B16, S8, S16)
 OUT="$OUT/decode" bash benchmarks/decode_ab.sh > "$OUT/decode.txt" 2>&1
 status+=("decode A/B: exit $?")
@@ -212,6 +220,7 @@ printf '%s\n' "${status[@]}"
 [ -f "$OUT/ks.txt" ] && { echo; echo "split-K in clusters (tests, sanitizer, quick_time):"
   grep -E "passed|failed|SUMMARY|^ok|^M=" "$OUT/ks.txt"; }
 [ -f "$OUT/probe.txt" ] && { echo; echo "probe (benchmarks/probe_stages.py):"; cat "$OUT/probe.txt"; }
+[ -f "$OUT/fixed.md" ] && { echo; echo "fixed cost (benchmarks/fixed_cost.py):"; cat "$OUT/fixed.md"; }
 [ -f "$OUT/fused.txt" ] && { echo; echo "fused decode path (tests, racecheck, quant_ab off/on):"
   grep -E "passed|failed|rror|^ok|SUMMARY|LQQ_PDL|^M=" "$OUT/fused.txt"; }
 [ -f "$OUT/decode.txt" ] && { echo; sed -n '/== decode A\/B/,$p' "$OUT/decode.txt"; }

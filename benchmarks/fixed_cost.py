@@ -1,0 +1,82 @@
+"""Where a Hopper GEMM's fixed cost goes, timed like `lqq bench` (a CUDA
+graph of 20 calls, weights rotated past L2): for each shape, its plan (the
+heuristic's, or the one given) three ways,
+  launch  an empty kernel on the plan's grid, threads and shared memory,
+          launched like lqq's (programmatic dependent launch): the floor of
+          a launch in the chain;
+  short   the same config and grid at the shortest K that keeps the
+          plan's reduction (one 128-wide k-block per CTA where CTAs share
+          tiles; two per tile where tiles outnumber CTAs, so that CTAs still
+          straddle tiles): the launch plus the first stage's latency, the
+          reduction and the epilogue;
+  full    the GEMM itself;
+and full - short, the cost of streaming the rest of K.
+  python benchmarks/fixed_cost.py M,N,K[:config] ...
+Motivation: fitted over the seven Llama-3 layers, lqq's time at M = 64 is
+about 8 us + weights x rate, cuBLAS FP16's 6.6 us + ... (RESULTS.md,
+session 15)."""
+import os
+import sys
+
+import numpy as np
+
+EMPTY = r"""
+extern "C" __global__ void lqq_empty(int unused) {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+"""
+
+
+def time_empty(grid, threads, smem):
+    import cupy as cp
+
+    from lqq import bench, launch
+    kernel = cp.RawKernel(EMPTY, "lqq_empty")
+    kernel.max_dynamic_shared_size_bytes = smem        # one CTA per SM, as the GEMM's
+    args = (np.int32(0),)
+    return bench.time_calls([lambda: launch.launch(kernel, grid, (threads,), args, smem, pdl=True)],
+                            20, 7)
+
+
+def time_gemm(M, N, K, force, rng):
+    from lqq import bench
+    os.environ["LQQ_FORCE_CONFIG"] = force
+    try:
+        calls, _ = bench._lqq_calls(N, K, M, rng, with_quant=False)   # group size 64
+        return bench.time_calls(calls, 20, 7)
+    finally:
+        os.environ.pop("LQQ_FORCE_CONFIG", None)
+
+
+def main(args):
+    from lqq import configs, gpu_gemm, tune_cache
+    rng = np.random.default_rng(0)
+    print("| M, N, K | plan | launch us | short K | short us | full us | full - short us |")
+    print("|---|---|---|---|---|---|---|")
+    for arg in args:
+        shape, _, force = arg.partition(":")
+        M, N, K = map(int, shape.split(","))
+        if force:
+            os.environ["LQQ_FORCE_CONFIG"] = force
+        plan = gpu_gemm.choose(M, N, K, 64)
+        os.environ.pop("LQQ_FORCE_CONFIG", None)
+        cfg = plan.config
+        if not isinstance(cfg, configs.WgmmaConfig):
+            print(f"| {M}, {N}, {K} | {tune_cache.plan_text(plan)} | not a Hopper plan | | | | |")
+            continue
+        text = tune_cache.plan_text(plan)
+        tiles, _ = configs.wgmma_units(cfg, M, N, K)
+        # as many 128-wide k-blocks per tile as CTAs per tile (one each); two
+        # where tiles outnumber CTAs, so that CTAs still straddle tiles
+        k_short = 128 * max(2 if tiles > plan.grid[0] else 1, -(-plan.grid[0] // tiles))
+        k_short = min(k_short, K)
+        launch_us = time_empty(plan.grid, cfg.threads, cfg.smem_bytes()) * 1e3
+        short_us = time_gemm(M, N, k_short, text, rng) * 1e3
+        full_us = time_gemm(M, N, K, text, rng) * 1e3
+        print(f"| {M}, {N}, {K} | {text} | {launch_us:.1f} | {k_short} | {short_us:.1f} | "
+              f"{full_us:.1f} | {full_us - short_us:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
