@@ -15,6 +15,7 @@ and full - short, the cost of streaming the rest of K.
 Motivation: fitted over the seven Llama-3 layers, lqq's time at M = 64 is
 about 8 us + weights x rate, cuBLAS FP16's 6.6 us + ... (RESULTS.md,
 session 15)."""
+import contextlib
 import os
 import sys
 
@@ -39,14 +40,22 @@ def time_empty(grid, threads, smem):
                             20, 7)
 
 
-def time_gemm(M, N, K, force, rng):
-    from lqq import bench
-    os.environ["LQQ_FORCE_CONFIG"] = force
+@contextlib.contextmanager
+def forced(text):
+    """LQQ_FORCE_CONFIG=text inside the block (nothing if text is empty)."""
+    if text:
+        os.environ["LQQ_FORCE_CONFIG"] = text
     try:
-        calls, _ = bench._lqq_calls(N, K, M, rng, with_quant=False)   # group size 64
-        return bench.time_calls(calls, 20, 7)
+        yield
     finally:
         os.environ.pop("LQQ_FORCE_CONFIG", None)
+
+
+def time_gemm(M, N, K, force, rng):
+    from lqq import bench
+    with forced(force):
+        calls, _ = bench._lqq_calls(N, K, M, rng, with_quant=False)   # group size 64
+        return bench.time_calls(calls, 20, 7)
 
 
 def main(args):
@@ -57,10 +66,8 @@ def main(args):
     for arg in args:
         shape, _, force = arg.partition(":")
         M, N, K = map(int, shape.split(","))
-        if force:
-            os.environ["LQQ_FORCE_CONFIG"] = force
-        plan = gpu_gemm.choose(M, N, K, 64)
-        os.environ.pop("LQQ_FORCE_CONFIG", None)
+        with forced(force):
+            plan = gpu_gemm.choose(M, N, K, 64)
         cfg = plan.config
         if not isinstance(cfg, configs.WgmmaConfig):
             print(f"| {M}, {N}, {K} | {tune_cache.plan_text(plan)} | not a Hopper plan | | | | |")

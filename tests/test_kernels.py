@@ -178,6 +178,24 @@ def test_heuristic_plans_are_legal(M, N, K, sms):
     assert p.config in configs.MMA_CONFIGS + configs.DECODE_CONFIGS
 
 
+def _legal_grids(grid_ctas):
+    """(M, N, K, cfg, ctas, tiles, Q, slots, plan) wherever grid_ctas(cfg, M,
+    N, K, 132) gives a grid on SHAPES and the shipped Hopper configs, each plan
+    on exactly that grid and legal; at least one."""
+    found = []
+    for M, N, K in SHAPES:
+        for cfg in configs.WGMMA_CONFIGS:
+            c = grid_ctas(cfg, M, N, K, 132)
+            if c is None:
+                continue
+            tiles, Q = configs.wgmma_units(cfg, M, N, K)
+            p = configs.plan(cfg, M, N, K, ctas=c)
+            assert p.grid[0] == c and configs.why_illegal(p, M, N, K) is None
+            found.append((M, N, K, cfg, c, tiles, Q, 132 * cfg.MINB, p))
+    assert found
+    return found
+
+
 def test_aligned_grids_keep_every_cta_inside_one_tile():
     """configs.aligned_ctas: tiles x a divisor of a tile's units (so each CTA's
     units lie in one tile), within the slots and at least 90% of them, else
@@ -187,19 +205,8 @@ def test_aligned_grids_keep_every_cta_inside_one_tile():
     assert configs.aligned_ctas(W(8, 8), 1, 4096, 4096, 132) == 256          # two CTAs per SM
     assert configs.aligned_ctas(W(128, 4), 128, 6144, 4096, 132) is None, "96 of 132 slots"
     assert configs.aligned_ctas(W(256, 4), 4096, 4096, 4096, 132) is None, "more tiles than slots"
-    seen = 0
-    for M, N, K in SHAPES:
-        for cfg in configs.WGMMA_CONFIGS:
-            c = configs.aligned_ctas(cfg, M, N, K, 132)
-            if c is None:
-                continue
-            seen += 1
-            tiles, Q = configs.wgmma_units(cfg, M, N, K)
-            slots = 132 * cfg.MINB
-            assert c % tiles == 0 and Q % (c // tiles) == 0 and 0.9 * slots <= c <= slots
-            p = configs.plan(cfg, M, N, K, ctas=c)
-            assert p.grid[0] == c and configs.why_illegal(p, M, N, K) is None
-    assert seen
+    for M, N, K, cfg, c, tiles, Q, slots, p in _legal_grids(configs.aligned_ctas):
+        assert c % tiles == 0 and Q % (c // tiles) == 0 and 0.9 * slots <= c <= slots
     assert any(p.config == W(128, 4) and p.grid[0] == 128
                for p in configs.candidates(128, 4096, 4096, 132, wgmma=True))
 
@@ -213,23 +220,12 @@ def test_whole_tile_grids_give_each_cta_whole_tiles():
     assert configs.whole_tile_ctas(W(128, 4), 128, 4096, 4096, 132) is None, "fewer tiles than slots"
     assert configs.whole_tile_ctas(W(128, 4, C=3), 128, 28672, 4096, 132) is None, "150 tiles: 75 CTAs"
     assert configs.whole_tile_ctas(W(128, 4, KS=2), 128, 57344, 8192, 132) is None, "KS grids are fixed"
-    seen = 0
-    for M, N, K in SHAPES:
-        for cfg in configs.WGMMA_CONFIGS:
-            c = configs.whole_tile_ctas(cfg, M, N, K, 132)
-            if c is None:
-                continue
-            seen += 1
-            tiles, Q = configs.wgmma_units(cfg, M, N, K)
-            slots = 132 * cfg.MINB
-            assert tiles > slots and tiles % c == 0 and 0.8 * slots <= c <= slots
-            p = configs.plan(cfg, M, N, K, ctas=c)
-            assert p.grid[0] == c and configs.why_illegal(p, M, N, K) is None
-            # stream-K's ranges (streamk.j2: floor(U p / P)) end on tile boundaries
-            U = tiles * Q
-            assert all(U * i // c % Q == 0 for i in range(c + 1))
-            assert configs.heuristic(M, N, K, 132, wgmma=True) != p or c in (tiles, slots)
-    assert seen
+    for M, N, K, cfg, c, tiles, Q, slots, p in _legal_grids(configs.whole_tile_ctas):
+        assert tiles > slots and tiles % c == 0 and 0.8 * slots <= c <= slots
+        # stream-K's ranges (streamk.j2: floor(U p / P)) end on tile boundaries
+        U = tiles * Q
+        assert all(U * i // c % Q == 0 for i in range(c + 1))
+        assert configs.heuristic(M, N, K, 132, wgmma=True) != p or c in (tiles, slots)
     assert any(p.config == W(128, 4) and p.grid[0] == 112
                for p in configs.candidates(128, 28672, 4096, 132, wgmma=True))
 
