@@ -187,6 +187,18 @@ class WgmmaConfig:
             return 0
         return 32 if self.C == 4 else 64
 
+    @property
+    def SK_GROUP(self) -> int:
+        """Stream-K contributors whose partial sums a tile's owner loads at
+        once (streamk.reduce): one memory round trip per group instead of per
+        contributor. Narrow tiles have up to 7 contributors per tile (decode
+        grids of 8 CTAs per tile); their BN/2 sums per thread leave room for
+        a few slots in flight: 16 more registers where the budget is 96 or
+        less, 64 where it is 128 or more (0 spills in every shipped config;
+        1 for tiles over 64 tokens, whose code stays as it was)."""
+        tight = self.MINB > 1 or self.C >= 4
+        return max(1, min(4, (16 if tight else 64) // (self.BN // 2)))
+
     def smem_bytes(self, kb_per_split: int = 0) -> int:
         return (self.STAGES * self.stage_bytes() + 1024          # + alignment slack
                 + self.C * 4 * self.EPI * 32)
@@ -197,7 +209,8 @@ class WgmmaConfig:
         """probe: the timing-probe build of benchmarks/probe_stages.py (one more
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
-                  "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX, "KS": self.KS}
+                  "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX, "KS": self.KS,
+                  "SK_GROUP": self.SK_GROUP}
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",
