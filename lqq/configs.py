@@ -190,12 +190,18 @@ class WgmmaConfig:
     @property
     def SK_GROUP(self) -> int:
         """Stream-K contributors whose partial sums a tile's owner loads at
-        once (streamk.reduce): one memory round trip per group instead of per
-        contributor. Narrow tiles have up to 7 contributors per tile (decode
-        grids of 8 CTAs per tile); their BN/2 sums per thread leave room for
-        a few slots in flight: 16 more registers where the budget is 96 or
-        less, 64 where it is 128 or more (0 spills in every shipped config;
-        1 for tiles over 64 tokens, whose code stays as it was)."""
+        once (streamk.reduce). ptxas already unrolls the one-at-a-time loop
+        4x for 8- and 16-token tiles and 2x for 32 (each unrolled step's
+        loads go out together), not at all for 64; an explicit group of 4
+        for 8- and 32-token tiles (two consumers) and of 2 for 64 makes it
+        one round trip per group for any number of contributors (decode grids
+        have up to 7 per tile). Within 16 more registers on the configs of
+        two CTAs per SM or four or more consumers, 64 on the rest (0 spills
+        in every shipped config); 16-token tiles keep the loop (a group of 2
+        would cost round trips at 4, 5 and 8 contributors, one of 4 spills),
+        as do tiles over 64 tokens and the KS configs (cluster_reduce)."""
+        if self.KS or self.BN == 16:
+            return 1
         tight = self.MINB > 1 or self.C >= 4
         return max(1, min(4, (16 if tight else 64) // (self.BN // 2)))
 

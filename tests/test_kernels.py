@@ -213,13 +213,15 @@ def test_aligned_grids_keep_every_cta_inside_one_tile():
 
 def test_stream_k_owner_groups_fit_the_register_budget():
     """WgmmaConfig.SK_GROUP: the owner loads up to four contributors' slots at
-    once on tiles of at most 64 tokens (BN/2 sums a thread each), within 16
-    more registers on the 64..96-register configs, 64 on the rest; wider
-    tiles keep one at a time (their code unchanged)."""
+    once on 8-, 32- and 64-token tiles (BN/2 sums a thread each), within 16
+    more registers on the tight configs (two CTAs per SM, four or more
+    consumers), 64 on the rest; 16-token tiles, wider ones and the KS configs
+    keep the loop (their code unchanged)."""
     W = configs.WgmmaConfig
-    assert W(8, 8).SK_GROUP == 4 and W(16, 8).SK_GROUP == 2          # two CTAs per SM: 80 registers
+    assert W(8, 8).SK_GROUP == 4 and W(16, 8).SK_GROUP == 1          # two CTAs per SM: 80 registers
     assert W(32, 8).SK_GROUP == 4 and W(64, 4).SK_GROUP == 2         # 168 registers
     assert W(64, 8, C=4).SK_GROUP == 1 and W(32, 8, C=4).SK_GROUP == 1
+    assert W(64, 4, KS=2).SK_GROUP == 1
     for cfg in configs.WGMMA_CONFIGS + configs.FUSED_CONFIGS:
         tight = cfg.MINB > 1 or cfg.C >= 4
         assert cfg.SK_GROUP in (1, 2, 4)
