@@ -187,6 +187,24 @@ class WgmmaConfig:
             return 0
         return 32 if self.C == 4 else 64
 
+    @property
+    def SK_GROUP(self) -> int:
+        """Stream-K contributors whose partial sums a tile's owner loads at
+        once (streamk.reduce). ptxas already unrolls the one-at-a-time loop
+        4x for 8- and 16-token tiles and 2x for 32 (each unrolled step's
+        loads go out together), not at all for 64; an explicit group of 4
+        for 8- and 32-token tiles (two consumers) and of 2 for 64 makes it
+        one round trip per group for any number of contributors (decode grids
+        have up to 7 per tile). Within 16 more registers on the configs of
+        two CTAs per SM or four or more consumers, 64 on the rest (0 spills
+        in every shipped config); 16-token tiles keep the loop (a group of 2
+        would cost round trips at 4, 5 and 8 contributors, one of 4 spills),
+        as do tiles over 64 tokens and the KS configs (cluster_reduce)."""
+        if self.KS or self.BN == 16:
+            return 1
+        tight = self.MINB > 1 or self.C >= 4
+        return max(1, min(4, (16 if tight else 64) // (self.BN // 2)))
+
     def smem_bytes(self, kb_per_split: int = 0) -> int:
         return (self.STAGES * self.stage_bytes() + 1024          # + alignment slack
                 + self.C * 4 * self.EPI * 32)
@@ -197,7 +215,8 @@ class WgmmaConfig:
         """probe: the timing-probe build of benchmarks/probe_stages.py (one more
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
-                  "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX, "KS": self.KS}
+                  "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX, "KS": self.KS,
+                  "SK_GROUP": self.SK_GROUP}
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",

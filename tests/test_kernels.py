@@ -211,6 +211,25 @@ def test_aligned_grids_keep_every_cta_inside_one_tile():
                for p in configs.candidates(128, 4096, 4096, 132, wgmma=True))
 
 
+def test_stream_k_owner_groups_fit_the_register_budget():
+    """WgmmaConfig.SK_GROUP: the owner loads up to four contributors' slots at
+    once on 8-, 32- and 64-token tiles (BN/2 sums a thread each), within 16
+    more registers on the tight configs (two CTAs per SM, four or more
+    consumers), 64 on the rest; 16-token tiles, wider ones and the KS configs
+    keep the loop (their code unchanged)."""
+    W = configs.WgmmaConfig
+    assert W(8, 8).SK_GROUP == 4 and W(16, 8).SK_GROUP == 1          # two CTAs per SM: 80 registers
+    assert W(32, 8).SK_GROUP == 4 and W(64, 4).SK_GROUP == 2         # 168 registers
+    assert W(64, 8, C=4).SK_GROUP == 1 and W(32, 8, C=4).SK_GROUP == 1
+    assert W(64, 4, KS=2).SK_GROUP == 1
+    for cfg in configs.WGMMA_CONFIGS + configs.FUSED_CONFIGS:
+        tight = cfg.MINB > 1 or cfg.C >= 4
+        assert cfg.SK_GROUP in (1, 2, 4)
+        assert cfg.SK_GROUP * cfg.BN // 2 <= (16 if tight else 64) or cfg.SK_GROUP == 1
+        assert cfg.BN <= 64 or cfg.SK_GROUP == 1
+        assert cfg.spec().params["SK_GROUP"] == cfg.SK_GROUP
+
+
 def test_whole_tile_grids_give_each_cta_whole_tiles():
     """configs.whole_tile_ctas: where tiles outnumber the slots, tiles / d CTAs
     of d whole tiles each (no partial sums), at least 80% of the slots, else
