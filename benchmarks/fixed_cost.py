@@ -9,13 +9,18 @@ heuristic's, or the one given) three ways,
           tiles; two per tile where tiles outnumber CTAs, so that CTAs still
           straddle tiles): the launch plus the first stage's latency, the
           reduction and the epilogue;
+  tile    one CTA per tile at K = 128 on the same config without split-K in
+          clusters: one k-block, no reduction (the floor under `short`);
   full    the GEMM itself;
-and full - short, the cost of streaming the rest of K.
+and full - short, the cost of streaming the rest of K. cuBLAS FP16 and FP8
+(torch, the peers of `lqq bench`) are timed at the short K and the full K
+beside it: their fixed cost against lqq's.
   python benchmarks/fixed_cost.py M,N,K[:config] ...
 Motivation: fitted over the seven Llama-3 layers, lqq's time at M = 64 is
 about 8 us + weights x rate, cuBLAS FP16's 6.6 us + ... (RESULTS.md,
 session 15)."""
 import contextlib
+import dataclasses
 import os
 import sys
 
@@ -58,11 +63,18 @@ def time_gemm(M, N, K, force, rng):
         return bench.time_calls(calls, 20, 7)
 
 
+def time_peer(kind, M, N, K):
+    from lqq import bench
+    calls = bench._torch_calls(kind, N, K, M)
+    return bench.time_torch_calls(calls, 20, 7) if calls else float("nan")
+
+
 def main(args):
     from lqq import configs, gpu_gemm, tune_cache
     rng = np.random.default_rng(0)
-    print("| M, N, K | plan | launch us | short K | short us | full us | full - short us |")
-    print("|---|---|---|---|---|---|---|")
+    print("| M, N, K | plan | launch us | tile us | short K | short us | full us | full - short us "
+          "| fp16 short / full us | fp8 short / full us |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for arg in args:
         shape, _, force = arg.partition(":")
         M, N, K = map(int, shape.split(","))
@@ -79,10 +91,17 @@ def main(args):
         k_short = 128 * max(2 if tiles > plan.grid[0] else 1, -(-plan.grid[0] // tiles))
         k_short = min(k_short, K)
         launch_us = time_empty(plan.grid, cfg.threads, cfg.smem_bytes()) * 1e3
+        whole = dataclasses.replace(cfg, KS=0)
+        tile_us = float("nan")
+        if whole in configs.WGMMA_CONFIGS:         # (every KS config has its KS = 0 twin)
+            tile_text = f"wgmma_{whole.tag}_c{tiles}"
+            tile_us = time_gemm(M, N, 128, tile_text, rng) * 1e3
         short_us = time_gemm(M, N, k_short, text, rng) * 1e3
         full_us = time_gemm(M, N, K, text, rng) * 1e3
-        print(f"| {M}, {N}, {K} | {text} | {launch_us:.1f} | {k_short} | {short_us:.1f} | "
-              f"{full_us:.1f} | {full_us - short_us:.1f} |", flush=True)
+        peers = {kind: [time_peer(kind, M, N, k) * 1e3 for k in (k_short, K)] for kind in ("fp16", "fp8")}
+        print(f"| {M}, {N}, {K} | {text} | {launch_us:.1f} | {tile_us:.1f} | {k_short} | {short_us:.1f} | "
+              f"{full_us:.1f} | {full_us - short_us:.1f} | "
+              + " | ".join(f"{a:.1f} / {b:.1f}" for a, b in peers.values()) + " |", flush=True)
 
 
 if __name__ == "__main__":
