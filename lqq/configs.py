@@ -401,11 +401,13 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         tiles = lambda c: wgmma_units(WgmmaConfig(128, 6, c), M, N, K)[0]
         if tiles(2) > sm_count >= tiles(3):
             return WgmmaConfig(128, 6, 3)
-    # stages (H200 autotune): 128-token tiles 1.01-1.05x faster on four than
-    # six (but for 0.99x on 10240 x 8192 at M = 128); 64-token tiles on four
-    # below N = 8192 (1.02-1.07x), where a layer has few tiles, on eight from
-    # there (1.03-1.05x)
-    stages = {64: 4 if N < 8192 else 8, 128: 4}.get(bn, 8)
+    # stages (H200 autotune): as many as a layer's tiles keep fed, more from
+    # N = 8192. 64-token tiles on four below it (1.02-1.07x), where a layer
+    # has few tiles, on eight from there (1.03-1.05x); 128-token tiles on
+    # four below it (1.01-1.05x six), on six from there (10240 x 8192 at M =
+    # 128: 1.01-1.05x four in all four stored runs; 8192 x 8192 splits in
+    # clusters instead, cluster_split)
+    stages = {64: 4 if N < 8192 else 8, 128: 4 if N < 8192 else 6}.get(bn, 8)
     return WgmmaConfig(bn, stages)
 
 

@@ -554,7 +554,10 @@ def test_hopper_heuristic_boundaries():
     assert configs.wgmma_for(96, *big) == W(96, 6, 3)
     assert configs.wgmma_for(97, *big) == W(128, 6, 3), "three consumers on large layers"
     assert configs.wgmma_for(128, 28672, 4096) == W(128, 6, 3)
-    assert configs.wgmma_for(97, 8192, 8192) == W(128, 4)
+    # six stages from N = 8192, four below (the plan of 8192 x 8192 then splits in clusters)
+    assert configs.wgmma_for(97, 8192, 8192) == W(128, 6)
+    assert configs.wgmma_for(128, 10240, 8192) == W(128, 6)
+    assert configs.wgmma_for(128, 4096, 14336) == W(128, 4)
     assert configs.wgmma_for(128, 57344, 8192) == W(128, 6, 3)
     assert configs.wgmma_for(129, *big) == W(192, 5)
     assert configs.wgmma_for(129, *small) == W(96, 6, 3), "two 96-token tiles on small layers"
