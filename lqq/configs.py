@@ -360,6 +360,15 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         # (H200). Four stages beat five by 1.01-1.12x at M = 256..1024 on
         # every Llama-3 layer and in 14 of 16 problems at M = 2048 and 4096
         # (1.00-1.09x as one stream-K wave; H200 autotune)
+        if 256 < M < 512 and packing.round_up(M, 192) < packing.round_up(M, 256):
+            # two 192-token tiles where they pad less: a tile whose last 128 or
+            # more token rows lie past M (TMA's zero fill) runs about twice as
+            # long as a full one (H200, quick_time, 2026-12-03: M = 384 on
+            # 28672 x 4096 0.0697 ms against 0.1213, on 57344 x 8192 0.2447
+            # against 0.4348, on 8192 x 8192 0.0406 against 0.0594; M = 320 on
+            # 28672 x 4096 0.0791 against 0.1412; M = 448 stays: 0.0867
+            # against 0.1264 for three 192-token tiles)
+            return WgmmaConfig(192, 5)
         return WgmmaConfig(256, 4)
     if 16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > TINY_LAYER)):
         # four consumer warpgroups (half as many tiles): 1.10-1.25x two at

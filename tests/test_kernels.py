@@ -567,6 +567,12 @@ def test_hopper_heuristic_boundaries():
     assert configs.wgmma_for(193, *big) == W(256, 4)
     assert configs.wgmma_for(193, *small) == W(128, 4)
     assert configs.wgmma_for(256, 8192, 2048) == W(256, 4), "N >= 8192 at M = 256"
+    # 257..511 on wide layers: the token tile that pads less (a mostly empty
+    # last tile is slow)
+    assert configs.wgmma_for(384, 28672, 4096) == W(192, 5)
+    assert configs.wgmma_for(320, 57344, 8192) == W(192, 5)
+    assert configs.wgmma_for(448, 28672, 4096) == W(256, 4)
+    assert configs.wgmma_for(257, 8192, 8192) == W(192, 5), "65 tokens of 192, not 1 of 256"
     assert configs.wgmma_for(257, *small) == W(128, 4)
     # 257..511 tokens on narrower layers: three consumers when that makes one wave
     assert configs.wgmma_for(384, 6144, 4096) == W(128, 6, 3), "96 tiles against 144"
