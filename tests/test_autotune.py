@@ -399,6 +399,29 @@ def test_choose_forced_then_cached_then_heuristic(monkeypatch):
     assert gpu_gemm.choose(M, N, K, 64).config == configs.DecodeConfig(16, 1, 8)
 
 
+def test_choose_keeps_a_hopper_winner_unless_the_heuristic_pads_m_less(monkeypatch):
+    """A winner is timed at its bucket's largest M; at 257..511 tokens a
+    256-token winner of bucket 512 would leave most of its last tile past M
+    (twice as slow on the H200), so there the heuristic's 192-token tiles
+    run; where they would pad as much or more, the winner stays."""
+    monkeypatch.setattr(tune_cache, "current_device", lambda: 0)
+    monkeypatch.setitem(tune_cache._fingerprints, 0, FAKE)
+    monkeypatch.setattr(gpu_gemm, "sm_count", lambda: 132)
+    monkeypatch.setattr(gpu_gemm, "_wgmma_ok", lambda K, g: True)       # as on an H100 / H200
+    monkeypatch.setattr(configs, "wgmma_target_ok", lambda: True)
+    N, K = 28672, 4096
+    tune_cache.store(entry(N, K, 64, 512, winner="wgmma_bn256_st4_c132"), FAKE)
+    won = configs.WgmmaConfig(256, 4)
+    assert gpu_gemm.choose(512, N, K, 64).config == won
+    assert gpu_gemm.choose(448, N, K, 64).config == won, "256 pads 64, 192 would pad 128"
+    for M in (320, 384):
+        p = gpu_gemm.choose(M, N, K, 64)
+        assert p == configs.heuristic(M, N, K, 132, True) and p.config == configs.WgmmaConfig(192, 5)
+    tune_cache.store(entry(N, K, 64, 256, winner="wgmma_bn256_st4_c132"), FAKE)
+    assert gpu_gemm.choose(256, N, K, 64).config == won
+    assert gpu_gemm.choose(150, N, K, 64).config.BN == 192, "not 256 tokens for 150"
+
+
 def test_choose_logs_each_choice_and_its_source_once_under_lqq_debug(monkeypatch, caplog):
     monkeypatch.setattr(tune_cache, "current_device", lambda: 0)
     monkeypatch.setitem(tune_cache._fingerprints, 0, FAKE)
