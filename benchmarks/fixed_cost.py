@@ -1,6 +1,6 @@
 """Where a Hopper GEMM's fixed cost goes, timed like `lqq bench` (a CUDA
 graph of 20 calls, weights rotated past L2): for each shape, its plan (the
-heuristic's, or the one given) three ways,
+heuristic's, or the one given) four ways,
   launch  an empty kernel on the plan's grid, threads and shared memory,
           launched like lqq's (programmatic dependent launch): the floor of
           a launch in the chain;
@@ -10,7 +10,8 @@ heuristic's, or the one given) three ways,
           straddle tiles): the launch plus the first stage's latency, the
           reduction and the epilogue;
   tile    one CTA per tile at K = 128 on the same config without split-K in
-          clusters: one k-block, no reduction (the floor under `short`);
+          clusters: one k-block, no reduction (the floor under `short`,
+          where the tiles fit one wave of CTAs);
   full    the GEMM itself;
 and full - short, the cost of streaming the rest of K. cuBLAS FP16 and FP8
 (torch, the peers of `lqq bench`) are timed at the short K and the full K
@@ -64,8 +65,13 @@ def time_gemm(M, N, K, force, rng):
 
 
 def time_peer(kind, M, N, K):
+    """cuBLAS through torch, as `lqq bench` times it; nan where torch (or the
+    kind) is missing."""
     from lqq import bench
-    calls = bench._torch_calls(kind, N, K, M)
+    try:
+        calls = bench._torch_calls(kind, N, K, M)
+    except ImportError:
+        return float("nan")
     return bench.time_torch_calls(calls, 20, 7) if calls else float("nan")
 
 
@@ -82,7 +88,7 @@ def main(args):
             plan = gpu_gemm.choose(M, N, K, 64)
         cfg = plan.config
         if not isinstance(cfg, configs.WgmmaConfig):
-            print(f"| {M}, {N}, {K} | {tune_cache.plan_text(plan)} | not a Hopper plan | | | | |")
+            print(f"| {M}, {N}, {K} | {tune_cache.plan_text(plan)} | not a Hopper plan | | | | | | | |")
             continue
         text = tune_cache.plan_text(plan)
         tiles, _ = configs.wgmma_units(cfg, M, N, K)

@@ -192,8 +192,10 @@ class WgmmaConfig:
         """Stream-K contributors whose partial sums a tile's owner loads at
         once (streamk.reduce). ptxas already unrolls the one-at-a-time loop
         4x for 8- and 16-token tiles and 2x for 32 (each unrolled step's
-        loads go out together), not at all for 64; an explicit group of 4
-        for 8- and 32-token tiles (two consumers) and of 2 for 64 makes it
+        loads go out together), not at all for 64; an explicit group (4 for
+        8-token tiles and two-consumer 32-token ones, 2 for 64-token tiles
+        of two or three consumers, 1 where the register rule below leaves
+        less) makes it
         one round trip per group for any number of contributors (decode grids
         have up to 7 per tile). Within 16 more registers on the configs of
         two CTAs per SM or four or more consumers, 64 on the rest (0 spills
@@ -349,8 +351,10 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
     193..256 on larger layers, two narrower tiles on small ones; 256 once
     M >= 1024, from 512 on all but the smallest layers, or M >= 256 on wide
     layers (N >= 8192), where the wider B tile halves the weight traffic per
-    token. Between those, 128-token tiles, with three consumers where that
-    fits the tiles in one wave of sm_count CTAs and two do not."""
+    token (but 257..511 tokens on two 192-token tiles where those pad less:
+    a mostly empty last tile is slow). Between those, 128-token tiles, with
+    three consumers where that fits the tiles in one wave of sm_count CTAs
+    and two do not."""
     small = N * K <= SMALL_LAYER
     big = N * K >= BIG_LAYER
     if (M >= 1024 or (M >= 512 and N * K > TINY_LAYER) or (M >= 256 and N >= 8192)
@@ -361,8 +365,8 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         # every Llama-3 layer and in 14 of 16 problems at M = 2048 and 4096
         # (1.00-1.09x as one stream-K wave; H200 autotune)
         if 256 < M < 512 and packing.round_up(M, 192) < packing.round_up(M, 256):
-            # two 192-token tiles where they pad less: a tile whose last 128 or
-            # more token rows lie past M (TMA's zero fill) runs about twice as
+            # two 192-token tiles where they pad less: a tile with half or more
+            # of its token rows past M (TMA's zero fill) runs about twice as
             # long as a full one (H200, quick_time, 2026-12-03: M = 384 on
             # 28672 x 4096 0.0697 ms against 0.1213, on 57344 x 8192 0.2447
             # against 0.4348, on 8192 x 8192 0.0406 against 0.0594; M = 320 on
