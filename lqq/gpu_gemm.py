@@ -114,39 +114,22 @@ def choose(M: int, N: int, K: int, group_size: int | None = None) -> configs.Pla
     plan, source = configs.forced(M, N, K), "LQQ_FORCE_CONFIG"
     if plan is None:
         plan, source = tune_cache.lookup(M, N, K, group_size), "autotune"
-        if plan is not None and isinstance(plan.config, configs.WgmmaConfig):
-            if not configs.wgmma_target_ok():
-                # a Hopper winner, tuned before LQQ_ARCH named another target (the
-                # index of the tuning file is rechecked once a second)
-                plan = None
-            elif packing.round_up(M, plan.config.BN) > M:
-                # the winner was timed at its bucket's largest M (a power of two),
-                # where its token tiles were full; here its last one is partly past
-                # M. Where the heuristic's token tile pads less, the heuristic:
-                # a tile with half its rows or more past M ran about twice as long
-                # (M = 384 on 256-token tiles: 0.121 ms against 0.070 on 192,
-                # H200, RESULTS.md session 16), and M = 129..192 on a winner of
-                # 256 tokens would compute up to twice the tokens
-                h = _heuristic(M, N, K, group_size)
-                if isinstance(h.config, configs.WgmmaConfig) and \
-                        packing.round_up(M, h.config.BN) < packing.round_up(M, plan.config.BN):
-                    plan, source = h, "heuristic: the autotune winner pads M more"
+        # a Hopper winner, tuned before LQQ_ARCH named another target (the
+        # index of the tuning file is rechecked once a second)
+        if plan is not None and isinstance(plan.config, configs.WgmmaConfig) \
+                and not configs.wgmma_target_ok():
+            plan = None
     if plan is None:
-        plan, source = _heuristic(M, N, K, group_size), "heuristic"
+        # the heuristic is pure and costs several microseconds a call: memoized
+        # per shape, GPU size and kernel family
+        key = (M, N, K, sm_count(), _wgmma_ok(K, group_size))
+        plan, source = _heuristic_plans.get(key), "heuristic"
+        if plan is None:
+            if len(_heuristic_plans) >= 16384:
+                _heuristic_plans.clear()
+            plan = _heuristic_plans[key] = configs.heuristic(*key[:4], wgmma=key[4])
     if knobs.debug():
         _log_choice(M, N, K, group_size, plan, source)
-    return plan
-
-
-def _heuristic(M: int, N: int, K: int, group_size) -> configs.Plan:
-    """The heuristic's plan: pure, and several microseconds a call, so
-    memoized per shape, GPU size and kernel family."""
-    key = (M, N, K, sm_count(), _wgmma_ok(K, group_size))
-    plan = _heuristic_plans.get(key)
-    if plan is None:
-        if len(_heuristic_plans) >= 16384:
-            _heuristic_plans.clear()
-        plan = _heuristic_plans[key] = configs.heuristic(*key[:4], wgmma=key[4])
     return plan
 
 

@@ -215,18 +215,19 @@ def clear() -> None:
 # ---------------------------------------------------------------- hot-path lookup
 
 class _Index:
-    def __init__(self, path: Path, version, entries: dict):
-        self.path, self.version = path, version
+    def __init__(self, path: Path, version, entries: dict, sm_count: int = 0):
+        self.path, self.version, self.sm_count = path, version, sm_count
         self.checked = time.monotonic()
         self.memo: dict = {}
-        self.by_shape: dict = {}         # (N, K, bucket) -> {group size: (config, splits, ctas)}
+        # (N, K, bucket) -> {group size: ((config, splits, ctas), the M it was tuned at)}
+        self.by_shape: dict = {}
         from . import configs
         for e in entries.values():
             self.by_shape.setdefault((e["N"], e["K"], e["m_bucket"]), {})[e["group_size"]] = (
-                configs._parse_forced(e["winner"]))
+                configs._parse_forced(e["winner"]), e.get("m_tuned", e["m_bucket"]))
 
     def resolve(self, M, N, K, group_size):
-        from . import configs
+        from . import configs, packing
         per = self.by_shape.get((N, K, m_bucket(M)))
         if not per:
             return None
@@ -234,9 +235,24 @@ class _Index:
             group_size = 64 if 64 in per else min(per)
         if group_size not in per:
             return None
-        cfg, splits, ctas = per[group_size]
+        (cfg, splits, ctas), m_tuned = per[group_size]
         p = configs.plan(cfg, M, N, K, splits, ctas)
-        return None if configs.why_illegal(p, M, N, K) else p
+        if configs.why_illegal(p, M, N, K):
+            return None
+        if isinstance(cfg, configs.WgmmaConfig) and M != m_tuned and self.sm_count \
+                and packing.round_up(M, cfg.BN) > M:
+            # a Hopper winner timed at another M of the bucket (`lqq autotune`
+            # times its largest, a power of two, where the token tiles were
+            # full): where the heuristic's token tile pads this M less, the
+            # heuristic runs. A tile with half its rows or more past M ran
+            # about twice as long (M = 384 on 256-token tiles: 0.121 ms against
+            # 0.070 on 192, H200, RESULTS.md session 16), and 129..192 tokens
+            # on a 256-token winner would compute up to twice the tokens.
+            h = configs.heuristic(M, N, K, self.sm_count, wgmma=True).config
+            if isinstance(h, configs.WgmmaConfig) and \
+                    packing.round_up(M, h.BN) < packing.round_up(M, cfg.BN):
+                return None
+        return p
 
 
 _indexes: dict = {}
@@ -271,7 +287,8 @@ def lookup(M: int, N: int, K: int, group_size: int | None = None, device: dict |
             if ix is not None and ix.version == version and ix.path == path:
                 ix.checked = now
             else:
-                ix = _indexes[slot] = _Index(path, version, read(path, device) if version else {})
+                ix = _indexes[slot] = _Index(path, version, read(path, device) if version else {},
+                                             device.get("sm_count", 0))
         memo = (M, N, K, group_size)
         p = ix.memo.get(memo, _MISS)
         if p is _MISS:

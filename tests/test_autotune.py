@@ -420,6 +420,12 @@ def test_choose_keeps_a_hopper_winner_unless_the_heuristic_pads_m_less(monkeypat
     tune_cache.store(entry(N, K, 64, 256, winner="wgmma_bn256_st4_c132"), FAKE)
     assert gpu_gemm.choose(256, N, K, 64).config == won
     assert gpu_gemm.choose(150, N, K, 64).config.BN == 192, "not 256 tokens for 150"
+    # a winner tuned at this very M (lqq autotune --m 384) is what was measured: it stays
+    tuned = entry(N, K, 64, 512, winner="wgmma_bn256_st4_c112")
+    next(iter(tuned.values()))["m_tuned"] = 384
+    tune_cache.store(tuned, FAKE)
+    assert gpu_gemm.choose(384, N, K, 64) == configs.plan(won, 384, N, K, ctas=112)
+    assert gpu_gemm.choose(320, N, K, 64).config == configs.WgmmaConfig(192, 5)
 
 
 def test_choose_logs_each_choice_and_its_source_once_under_lqq_debug(monkeypatch, caplog):
