@@ -6,7 +6,6 @@ TAGs (bn128_st6_wg3_ks3 ...): configs lqq does not ship, asked about instead
 of the shipped ones (compiled as they are, spills or not: the answer depends
 on the cluster shape, threads and shared memory, not on the code)."""
 import ctypes
-import re
 import sys
 
 import cupy as cp
@@ -15,13 +14,13 @@ from lqq import configs, gpu_gemm, launch
 
 
 def from_tag(tag: str) -> configs.WgmmaConfig:
-    m = re.fullmatch(r"(?:wgmma_)?bn(\d+)_st(\d+)(?:_wg(\d+))?(?:_mb(\d+))?(?:_ks(\d+))?", tag)
-    if not m:
+    """bn128_st6_wg3_ks3 (or wgmma_...) -> its config, shipped or not."""
+    try:
+        cfg, splits, ctas = configs._parse_forced("wgmma_" + tag.removeprefix("wgmma_"), shipped=False)
+    except (KeyError, ValueError, IndexError):
+        cfg, splits, ctas = None, 1, None
+    if cfg is None or (splits, ctas) != (1, None):
         raise SystemExit(f"{tag!r}: expected bn<tokens>_st<stages>[_wg<consumers>][_mb<n>][_ks<n>]")
-    bn, st, wg, mb, ks = (int(g) if g else 0 for g in m.groups())
-    cfg = configs.WgmmaConfig(bn, st, wg or 2, MB=mb, KS=ks)
-    if cfg.tag != tag.removeprefix("wgmma_"):
-        raise SystemExit(f"{tag!r} reads as {cfg.tag}")
     return cfg
 
 

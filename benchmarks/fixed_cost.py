@@ -20,9 +20,7 @@ beside it: their fixed cost against lqq's.
 Motivation: fitted over the seven Llama-3 layers, lqq's time at M = 64 is
 about 8 us + weights x rate, cuBLAS FP16's 6.6 us + ... (RESULTS.md,
 session 15)."""
-import contextlib
 import dataclasses
-import os
 import sys
 
 import numpy as np
@@ -46,20 +44,10 @@ def time_empty(grid, threads, smem):
                             20, 7)
 
 
-@contextlib.contextmanager
-def forced(text):
-    """LQQ_FORCE_CONFIG=text inside the block (nothing if text is empty)."""
-    if text:
-        os.environ["LQQ_FORCE_CONFIG"] = text
-    try:
-        yield
-    finally:
-        os.environ.pop("LQQ_FORCE_CONFIG", None)
-
-
-def time_gemm(M, N, K, force, rng):
-    from lqq import bench
-    with forced(force):
+def time_gemm(cfg, ctas, M, N, K, rng):
+    """`cfg` on `ctas` CTAs at this shape, pinned as the autotuner pins a plan."""
+    from lqq import autotune, bench, configs
+    with autotune.pinned(configs.plan(cfg, M, N, K, ctas=ctas)):
         calls, _ = bench._lqq_calls(N, K, M, rng, with_quant=False)   # group size 64
         return bench.time_calls(calls, 20, 7)
 
@@ -84,7 +72,10 @@ def main(args):
     for arg in args:
         shape, _, force = arg.partition(":")
         M, N, K = map(int, shape.split(","))
-        with forced(force):
+        if force:                                  # the plan given, as LQQ_FORCE_CONFIG reads it
+            cfg, splits, ctas = configs._parse_forced(force)
+            plan = configs.plan(cfg, M, N, K, splits, ctas)
+        else:
             plan = gpu_gemm.choose(M, N, K, 64)
         cfg = plan.config
         if not isinstance(cfg, configs.WgmmaConfig):
@@ -100,10 +91,9 @@ def main(args):
         whole = dataclasses.replace(cfg, KS=0)
         tile_us = float("nan")
         if whole in configs.WGMMA_CONFIGS:         # (every KS config has its KS = 0 twin)
-            tile_text = f"wgmma_{whole.tag}_c{tiles}"
-            tile_us = time_gemm(M, N, 128, tile_text, rng) * 1e3
-        short_us = time_gemm(M, N, k_short, text, rng) * 1e3
-        full_us = time_gemm(M, N, K, text, rng) * 1e3
+            tile_us = time_gemm(whole, tiles, M, N, 128, rng) * 1e3
+        short_us = time_gemm(cfg, plan.grid[0], M, N, k_short, rng) * 1e3
+        full_us = time_gemm(cfg, plan.grid[0], M, N, K, rng) * 1e3
         peers = {kind: [time_peer(kind, M, N, k) * 1e3 for k in (k_short, K)] for kind in ("fp16", "fp8")}
         print(f"| {M}, {N}, {K} | {text} | {launch_us:.1f} | {tile_us:.1f} | {k_short} | {short_us:.1f} | "
               f"{full_us:.1f} | {full_us - short_us:.1f} | "

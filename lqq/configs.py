@@ -578,12 +578,14 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
     return plan(MmaConfig(BM, RB), M, N, K, splits)
 
 
-def _parse_forced(text: str):
+def _parse_forced(text: str, shipped: bool = True):
     """"bm32_rb1", "mma_bm32_rb2_s4", "decode_bm8_rb1_pf4_s8" or
     "wgmma_bn128_st6_c132" (c: CTAs of the persistent grid; wg4: four consumer
     warpgroups; mb2: registers sized for two CTAs per SM) -> (config, splits, ctas).
     The kernel names `lqq kernels` prints are accepted too, with or without
-    their "lqq_w4a8_gemm_" prefix (e.g. "mma_sm80_decode_bm8_rb1_pf4")."""
+    their "lqq_w4a8_gemm_" prefix (e.g. "mma_sm80_decode_bm8_rb1_pf4").
+    shipped=False: a config lqq does not ship is read too (for experiments,
+    e.g. benchmarks/cluster_occupancy.py)."""
     text = text.strip().lower()
     text = text[len(KERNEL_PREFIX):] if text.startswith(KERNEL_PREFIX) else text
     parts = text.split("_")
@@ -613,7 +615,7 @@ def _parse_forced(text: str):
     else:
         cfg = MmaConfig(fields.pop("bm"), fields.pop("rb"))
         legal = MMA_CONFIGS
-    if fields or cfg not in legal or splits < 1 or (ctas is not None and ctas < 1):
+    if fields or (shipped and cfg not in legal) or splits < 1 or (ctas is not None and ctas < 1):
         raise KeyError(cfg)
     return cfg, splits, ctas
 
