@@ -606,7 +606,9 @@ def test_wgmma_kernel_exact(monkeypatch, cfg, N, K, G, grid):
     monkeypatch.setenv("LQQ_FORCE_CONFIG", f"wgmma_{cfg.tag}_{grid}")
     w = make_weight(rng, N, K, G, "search")
     wg = w.to_gpu()
-    for M in (1, 17, cfg.BN, cfg.BN + 37):
+    # BN + 37 and 2 BN + 5: a last token tile that starts before its own
+    # first token (lqq_token0), its overlap stored by two tiles
+    for M in (1, 17, cfg.BN, cfg.BN + 37, 2 * cfg.BN + 5):
         check(rng, M, w, wg, np.int32)
     check(rng, 100, w, wg, np.float16)
 
