@@ -195,8 +195,8 @@ class WgmmaConfig:
         (st.async, counted on the peer's mbarrier) as soon as its k-slice is
         done, instead of two cluster barriers around reads of the peer's
         ring (streamk.cluster_reduce)."""
-        return (self.KS == 2 and self.C == 2
-                and self._smem_base() + self.ks_recv_bytes() <= SMEM_PER_CTA)
+        return (self.KS == 2 and self.C == 2     # (1 KB of static shared memory besides)
+                and self._smem_base() + self.ks_recv_bytes() <= SMEM_PER_CTA - 1024)
 
     def ks_recv_bytes(self) -> int:
         """The receive buffer of KS_PUSH: one consumer's BN / 8 x 128 x 16
@@ -217,7 +217,7 @@ class WgmmaConfig:
         two CTAs per SM or four or more consumers, 64 on the rest (0 spills
         in every shipped config); 16-token tiles keep the loop (a group of 2
         would cost round trips at 4, 5 and 8 contributors, one of 4 spills),
-        as do tiles over 64 tokens and the KS configs (cluster_reduce)."""
+        as do tiles over 64 tokens and the KS configs (no stream-K)."""
         if self.KS or self.BN == 16:
             return 1
         tight = self.MINB > 1 or self.C >= 4
