@@ -31,6 +31,7 @@ if cp.cuda.Device().compute_capability == "90":
               ("wgmma_bn16_st8_wg4_fx16_c3", 12, 600, 2048),
               # split-K inside clusters: sums through distributed shared memory
               ("wgmma_bn128_st4_ks4", 130, 200, 1024), ("wgmma_bn64_st4_ks2", 70, 300, 1024),
+              ("wgmma_bn128_st4_ks2", 130, 300, 1024),    # KS_PUSH: st.async into the peer
               ("wgmma_bn64_st8_wg4_ks2", 40, 500, 2048)]
 only = os.environ.get("LQQ_SANITIZE_ONLY", "")        # a substring: run the matching cases only
 for force, M, N, K in [c for c in CASES if only in c[0]]:

@@ -188,6 +188,22 @@ class WgmmaConfig:
         return 32 if self.C == 4 else 64
 
     @property
+    def KS_PUSH(self) -> bool:
+        """Split-K in clusters of two CTAs of two consumers, where a receive
+        buffer for the peer's half fits beside the ring: each CTA pushes the
+        half it does not finish straight into the peer's shared memory
+        (st.async, counted on the peer's mbarrier) as soon as its k-slice is
+        done, instead of two cluster barriers around reads of the peer's
+        ring (streamk.cluster_reduce)."""
+        return (self.KS == 2 and self.C == 2     # (1 KB of static shared memory besides)
+                and self._smem_base() + self.ks_recv_bytes() <= SMEM_PER_CTA - 1024)
+
+    def ks_recv_bytes(self) -> int:
+        """The receive buffer of KS_PUSH: one consumer's BN / 8 x 128 x 16
+        bytes of int32 partial sums."""
+        return (self.BN // 8) * 128 * 16
+
+    @property
     def SK_GROUP(self) -> int:
         """Stream-K contributors whose partial sums a tile's owner loads at
         once (streamk.reduce). ptxas already unrolls the one-at-a-time loop
@@ -201,15 +217,18 @@ class WgmmaConfig:
         two CTAs per SM or four or more consumers, 64 on the rest (0 spills
         in every shipped config); 16-token tiles keep the loop (a group of 2
         would cost round trips at 4, 5 and 8 contributors, one of 4 spills),
-        as do tiles over 64 tokens and the KS configs (cluster_reduce)."""
+        as do tiles over 64 tokens and the KS configs (no stream-K)."""
         if self.KS or self.BN == 16:
             return 1
         tight = self.MINB > 1 or self.C >= 4
         return max(1, min(4, (16 if tight else 64) // (self.BN // 2)))
 
-    def smem_bytes(self, kb_per_split: int = 0) -> int:
+    def _smem_base(self) -> int:
         return (self.STAGES * self.stage_bytes() + 1024          # + alignment slack
                 + self.C * 4 * self.EPI * 32)
+
+    def smem_bytes(self, kb_per_split: int = 0) -> int:
+        return self._smem_base() + (self.ks_recv_bytes() if self.KS_PUSH else 0)
 
     PROBE_WORDS = 20     # u64 counters per CTA in the probe build
 
@@ -218,7 +237,7 @@ class WgmmaConfig:
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
                   "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX, "KS": self.KS,
-                  "SK_GROUP": self.SK_GROUP}
+                  "SK_GROUP": self.SK_GROUP, "KS_PUSH": self.KS_PUSH}
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",

@@ -628,8 +628,11 @@ def test_every_hopper_config_fits_its_ring_and_staging_in_shared_memory():
         stage = cfg.BN * 128 + cfg.C * (4096 + 512)
         assert cfg.stage_bytes() % 1024 == 0 and cfg.stage_bytes() - stage < 1024
         end = 1023 + cfg.STAGES * cfg.stage_bytes() + cfg.C * 4 * cfg.EPI * 32
+        end += cfg.ks_recv_bytes() if cfg.KS_PUSH else 0      # past the staging
         assert end <= cfg.smem_bytes() <= configs.SMEM_DYNAMIC_MAX, cfg.tag
         assert cfg.EPI == 0 or (cfg.EPI % 16 == 0 and cfg.BN % 16 == 0)
+    # the clusters that push: two CTAs of two consumers where the buffer fits
+    assert {c.tag for c in configs.WGMMA_CONFIGS if c.KS_PUSH} == {"bn64_st4_ks2", "bn128_st4_ks2"}
 
 
 SM90_RESERVED_SMEM = 1024       # per CTA, taken by the system on sm_90 (reservedSharedMemPerBlock)
