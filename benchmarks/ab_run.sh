@@ -5,11 +5,13 @@
 # its own tree. Optional per-variant GPU tests. Table last; logs under $OUT.
 #   AB_SHAPES="64,8192,8192 4096,4096,14336:wgmma_bn256_st5" AB_ROUNDS=2 \
 #   AB_TESTS="-k wgmma" benchmarks/ab_run.sh
+#   AB_TREES="main ring" AB_SHAPES=... benchmarks/ab_run.sh    # some of .ab/'s trees
 set -uo pipefail
 OUT=${OUT:-/tmp/lqq-ab}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 LQQ_CACHE_DIR=${LQQ_CACHE_DIR:-/tmp/lqq-ab-cache}
 PY=${PYTHON:-python3}
-names=$(cut -d: -f1 .ab/REFS)            # in the order ab_prepare.sh was given
+# in the order ab_prepare.sh was given; AB_TREES="main rows" times a subset
+names=$(echo ${AB_TREES:-$(cut -d: -f1 .ab/REFS)} | tr ' ' '\n')   # one a line (tac reverses)
 cat .ab/REFS
 for r in $(seq 1 "${AB_ROUNDS:-2}"); do
   order=$names; (( r % 2 == 0 )) && order=$(echo "$names" | tac)
