@@ -384,13 +384,17 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         # every Llama-3 layer and in 14 of 16 problems at M = 2048 and 4096
         # (1.00-1.09x as one stream-K wave; H200 autotune)
         if 256 < M < 512 and packing.round_up(M, 192) < packing.round_up(M, 256):
-            # two 192-token tiles where they pad less: a tile with half or more
-            # of its token rows past M (TMA's zero fill) runs about twice as
-            # long as a full one (H200, quick_time, 2026-12-03: M = 384 on
-            # 28672 x 4096 0.0697 ms against 0.1213, on 57344 x 8192 0.2447
-            # against 0.4348, on 8192 x 8192 0.0406 against 0.0594; M = 320 on
-            # 28672 x 4096 0.0791 against 0.1412; M = 448 stays: 0.0867
-            # against 0.1264 for three 192-token tiles)
+            # two 192-token tiles where they pad less. Measured when the last
+            # tile's rows past M were TMA's zero fill (about twice as slow as
+            # a full tile); since the last tile starts at M - BN, what a wider
+            # tile pads is computed twice in the overlap instead, and 192 still
+            # wins at 320 and 384 on 8192 x 8192 (1.22-1.23x; the wide layers
+            # to re-time, RESULTS.md session 17). Before the shift (H200,
+            # quick_time, 2026-12-03): M = 384 on 28672 x 4096 0.0697 ms
+            # against 0.1213, on 57344 x 8192 0.2447 against 0.4348, on 8192 x
+            # 8192 0.0406 against 0.0594; M = 320 on 28672 x 4096 0.0791
+            # against 0.1412; M = 448 stays: 0.0867 against 0.1264 for three
+            # 192-token tiles.
             return WgmmaConfig(192, 5)
         return WgmmaConfig(256, 4)
     if 16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > TINY_LAYER)):
@@ -661,7 +665,7 @@ def forced(M: int, N: int, K: int):
 # ---------------------------------------------------------------- search space (autotune)
 
 SMEM_STATIC_MAX = 48 * 1024      # per CTA without the opt-in attribute (mma.sync kernels)
-SMEM_DYNAMIC_MAX = 232448        # sm_90 with the opt-in attribute (the wgmma kernels set it)
+SMEM_DYNAMIC_MAX = SMEM_PER_CTA  # sm_90 with the opt-in attribute (the wgmma kernels set it)
 REGFILE = 65536                  # 32-bit registers per SM (sm_80 and sm_90)
 REGS_MAX = 255                   # per thread; __launch_bounds__(THREADS, 1) lets ptxas use them
 GRID_YZ_MAX = 65535

@@ -244,10 +244,11 @@ class _Index:
             # a Hopper winner timed at another M of the bucket (`lqq autotune`
             # times its largest, a power of two, where the token tiles were
             # full): where the heuristic's token tile pads this M less, the
-            # heuristic runs. A tile with half its rows or more past M ran
-            # about twice as long (M = 384 on 256-token tiles: 0.121 ms against
-            # 0.070 on 192, H200, RESULTS.md session 16), and 129..192 tokens
-            # on a 256-token winner would compute up to twice the tokens.
+            # heuristic runs: a wider tile computes the padded tokens anyway
+            # (twice, in the last tile's overlap), e.g. 129..192 tokens on a
+            # 256-token winner up to twice the tokens (M = 384 on 256-token
+            # tiles took 0.121 ms against 0.070 on 192, H200, RESULTS.md
+            # session 16, before the last tile moved inside M).
             h = configs.heuristic(M, N, K, self.sm_count, wgmma=True).config
             if isinstance(h, configs.WgmmaConfig) and \
                     packing.round_up(M, h.BN) < packing.round_up(M, cfg.BN):

@@ -401,9 +401,9 @@ def test_choose_forced_then_cached_then_heuristic(monkeypatch):
 
 def test_choose_keeps_a_hopper_winner_unless_the_heuristic_pads_m_less(monkeypatch):
     """A winner is timed at its bucket's largest M; at 257..511 tokens a
-    256-token winner of bucket 512 would leave most of its last tile past M
-    (twice as slow on the H200), so there the heuristic's 192-token tiles
-    run; where they would pad as much or more, the winner stays."""
+    256-token winner of bucket 512 would compute more padded tokens than the
+    heuristic's 192-token tiles, so there those run; where they would pad as
+    much or more, the winner stays."""
     monkeypatch.setattr(tune_cache, "current_device", lambda: 0)
     monkeypatch.setitem(tune_cache._fingerprints, 0, FAKE)
     monkeypatch.setattr(gpu_gemm, "sm_count", lambda: 132)
