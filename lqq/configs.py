@@ -304,7 +304,10 @@ WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     # distributed shared memory), for layers with few tiles at M = 64..256
     WgmmaConfig(bn, st, c, KS=ks) for bn, st, c, ks in (
         (64, 4, 2, 2), (64, 4, 2, 4), (128, 4, 2, 2), (128, 4, 2, 4), (256, 4, 2, 2),
-        (64, 8, 4, 2)))
+        (64, 8, 4, 2),
+        # deeper rings beside the push buffer (KS_PUSH), autotune candidates:
+        # cluster_split keeps the four-stage ones above (listed first)
+        (64, 8, 2, 2), (128, 6, 2, 2), (256, 3, 2, 2)))
 
 
 def wgmma_units(cfg: WgmmaConfig, M: int, N: int, K: int) -> tuple[int, int]:
