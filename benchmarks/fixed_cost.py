@@ -72,11 +72,8 @@ def main(args):
     for arg in args:
         shape, _, force = arg.partition(":")
         M, N, K = map(int, shape.split(","))
-        if force:                                  # the plan given, as LQQ_FORCE_CONFIG reads it
-            cfg, splits, ctas = configs._parse_forced(force)
-            plan = configs.plan(cfg, M, N, K, splits, ctas)
-        else:
-            plan = gpu_gemm.choose(M, N, K, 64)
+        # the plan given, as LQQ_FORCE_CONFIG reads it, else lqq's choice
+        plan = configs.forced(M, N, K, force) if force else gpu_gemm.choose(M, N, K, 64)
         cfg = plan.config
         if not isinstance(cfg, configs.WgmmaConfig):
             print(f"| {M}, {N}, {K} | {tune_cache.plan_text(plan)} | not a Hopper plan | | | | | | | |")

@@ -391,9 +391,10 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
             # tile's rows past M were TMA's zero fill (about twice as slow as
             # a full tile); since the last tile starts at M - BN, what a wider
             # tile pads is computed twice in the overlap instead, and 192 still
-            # wins at 320 and 384 on 8192 x 8192 (1.22-1.23x; the wide layers
-            # to re-time, RESULTS.md session 17). Before the shift (H200,
-            # quick_time, 2026-12-03): M = 384 on 28672 x 4096 0.0697 ms
+            # wins at 320 and 384 (8192 x 8192 1.22-1.23x, RESULTS.md session
+            # 17; 28672 x 4096 1.25-1.26x, session 18), 256 at 448 (1.13-1.17x
+            # on 28672 x 4096 and 57344 x 8192, session 18). Before the shift
+            # (H200, quick_time, 2026-12-03): M = 384 on 28672 x 4096 0.0697 ms
             # against 0.1213, on 57344 x 8192 0.2447 against 0.4348, on 8192 x
             # 8192 0.0406 against 0.0594; M = 320 on 28672 x 4096 0.0791
             # against 0.1412; M = 448 stays: 0.0867 against 0.1264 for three
@@ -646,9 +647,9 @@ def _parse_forced(text: str, shipped: bool = True):
     return cfg, splits, ctas
 
 
-def forced(M: int, N: int, K: int):
-    """The plan LQQ_FORCE_CONFIG pins, or None."""
-    text = knobs.force_config()
+def forced(M: int, N: int, K: int, text: str | None = None):
+    """The plan LQQ_FORCE_CONFIG pins (or `text`, read the same way), or None."""
+    text = knobs.force_config() if text is None else text
     if not text:
         return None
     try:
