@@ -204,6 +204,16 @@ class WgmmaConfig:
         return (self.BN // 8) * 128 * 16
 
     @property
+    def UA(self) -> bool:
+        """Unsigned A: the consumers dequantize to the weights + 128 (the IMAD
+        alone, no XOR) for a u8 x s8 wgmma, and take 128 x each token's
+        activation sum off their sums per segment; the producer's idle warps
+        compute those sums from the stages (one lane a token row). Tiles of up
+        to 64 tokens, where the XOR is a visible share of the consumers' work;
+        not the fused path (its converters hold those warps)."""
+        return self.BN <= 64 and not self.FX
+
+    @property
     def SK_GROUP(self) -> int:
         """Stream-K contributors whose partial sums a tile's owner loads at
         once (streamk.reduce). ptxas already unrolls the one-at-a-time loop
@@ -237,7 +247,8 @@ class WgmmaConfig:
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
                   "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX, "KS": self.KS,
-                  "SK_GROUP": self.SK_GROUP, "KS_PUSH": self.KS_PUSH}
+                  "SK_GROUP": self.SK_GROUP, "KS_PUSH": self.KS_PUSH,
+                  "UA": self.UA}
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",
