@@ -153,14 +153,23 @@ class WgmmaConfig:
         if self.MINB > 1 and self.C * self.MINB > 4:
             # six consumer warpgroups per SM, for decode: (24 x 128 + 72 x 384) x 2
             # fits 65536 registers
-            return (24, 72)
+            return (self._producer_regs(), 72)
         if self.C == 6:
-            return (24, 80)
+            return (self._producer_regs(), 80)
         if self.C == 4:
-            return (24, 112) if self.BN >= 64 else ()
+            return (self._producer_regs(), 112) if self.BN >= 64 else ()
         if self.C == 3:
-            return (24, 160)
+            return (self._producer_regs(), 160)
         return (40, 232) if self.BN >= 128 else ()
+
+    def _producer_regs(self) -> int:
+        """The producer warpgroup's setmaxnreg where the consumers take more:
+        24, or 32 under UA, whose summing warps share that warpgroup's budget
+        (24 spilled 8 bytes in six configs once the row-tile shift came too).
+        32 fits the splits UA has (register_split_fits): three consumers 32 x
+        128 + 160 x 384 = 512 x 128, four 32 x 128 + 112 x 512 = 640 x 96,
+        two CTAs of three 32 x 128 + 72 x 384 < 512 x 64."""
+        return 32 if self.UA else 24
 
     @property
     def MINB(self) -> int:
@@ -204,6 +213,18 @@ class WgmmaConfig:
         return (self.BN // 8) * 128 * 16
 
     @property
+    def UA(self) -> bool:
+        """Unsigned A: the consumers dequantize to the weights + 128 (the IMAD
+        alone, no XOR) for a u8 x s8 wgmma, and take 128 x each token's
+        activation sum off their sums per segment; the producer's idle warps
+        compute those sums from the stages (one lane a token row). Tiles of up
+        to 64 tokens, where the XOR is a visible share of the consumers' work;
+        not the fused path (its converters hold those warps), nor six
+        consumers (at 72 registers a thread at launch, their split leaves the
+        producer 24, too few beside the summing warps: _producer_regs)."""
+        return self.BN <= 64 and not self.FX and self.C != 6
+
+    @property
     def SK_GROUP(self) -> int:
         """Stream-K contributors whose partial sums a tile's owner loads at
         once (streamk.reduce). ptxas already unrolls the one-at-a-time loop
@@ -237,7 +258,8 @@ class WgmmaConfig:
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
                   "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX, "KS": self.KS,
-                  "SK_GROUP": self.SK_GROUP, "KS_PUSH": self.KS_PUSH}
+                  "SK_GROUP": self.SK_GROUP, "KS_PUSH": self.KS_PUSH,
+                  "UA": self.UA}
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",
