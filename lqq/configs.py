@@ -153,23 +153,14 @@ class WgmmaConfig:
         if self.MINB > 1 and self.C * self.MINB > 4:
             # six consumer warpgroups per SM, for decode: (24 x 128 + 72 x 384) x 2
             # fits 65536 registers
-            return (self._producer_regs(), 72)
+            return (24, 72)
         if self.C == 6:
-            return (self._producer_regs(), 80)
+            return (24, 80)
         if self.C == 4:
-            return (self._producer_regs(), 112) if self.BN >= 64 else ()
+            return (24, 112) if self.BN >= 64 else ()
         if self.C == 3:
-            return (self._producer_regs(), 160)
+            return (24, 160)
         return (40, 232) if self.BN >= 128 else ()
-
-    def _producer_regs(self) -> int:
-        """The producer warpgroup's setmaxnreg where the consumers take more:
-        24, or 32 under UA, whose summing warps share that warpgroup's budget
-        (24 spilled 8 bytes in six configs once the row-tile shift came too).
-        32 fits the splits UA has (register_split_fits): three consumers 32 x
-        128 + 160 x 384 = 512 x 128, four 32 x 128 + 112 x 512 = 640 x 96,
-        two CTAs of three 32 x 128 + 72 x 384 < 512 x 64."""
-        return 32 if self.UA else 24
 
     @property
     def MINB(self) -> int:
@@ -217,12 +208,17 @@ class WgmmaConfig:
         """Unsigned A: the consumers dequantize to the weights + 128 (the IMAD
         alone, no XOR) for a u8 x s8 wgmma, and take 128 x each token's
         activation sum off their sums per segment; the producer's idle warps
-        compute those sums from the stages (one lane a token row). Tiles of up
-        to 64 tokens, where the XOR is a visible share of the consumers' work;
-        not the fused path (its converters hold those warps), nor six
-        consumers (at 72 registers a thread at launch, their split leaves the
-        producer 24, too few beside the summing warps: _producer_regs)."""
-        return self.BN <= 64 and not self.FX and self.C != 6
+        compute those sums from the stages (one lane a token row). Only the
+        one-CTA-per-SM decode tiles of four consumers and up to 16 tokens:
+        H200, session 18, against signed A, two rounds: 1.01x at M = 1 and 4
+        on 57344 x 8192 and at 1 on 8192 x 28672 (bn8_st8_wg4), 1.03x at 16
+        on 28672 x 4096 (bn16_st8_wg4); slower where two CTAs share an SM
+        (bn8_st8 0.88x at 1 x 4096 x 4096, bn8_st7_wg3_mb2 0.97-0.98x on
+        28672 x 4096) and at 64 tokens (bn64_st8_wg4 0.95x on 28672 x 4096:
+        the summing reads grow with the token rows). Not the fused path (its
+        converters hold those warps). These tiles split no registers (REGS is
+        empty): the summing warps keep the launch's 96 a thread."""
+        return self.BN <= 16 and self.C == 4 and self.MINB == 1 and not self.FX
 
     @property
     def SK_GROUP(self) -> int:

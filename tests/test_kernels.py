@@ -336,9 +336,12 @@ def test_register_splits_fit_the_registers_held_at_launch():
     split: every shipped config fits, a two-consumer 128-token tile sized for
     two CTAs per SM (its default split 40/232) would not."""
     assert all(configs.register_split_fits(c) for c in configs.WGMMA_CONFIGS)
-    # the producer warpgroup: 32 where its idle warps sum activations (UA)
-    assert configs.WgmmaConfig(8, 7, 3, 2).REGS == (32, 72)
-    assert configs.fused(configs.WgmmaConfig(8, 7, 3, 2), "f16").REGS == (24, 72)
+    # unsigned A (UA) on the decode tiles of four consumers, which split no registers
+    assert configs.WgmmaConfig(8, 8, 4).UA and configs.WgmmaConfig(8, 8, 4).REGS == ()
+    assert not configs.fused(configs.WgmmaConfig(8, 8, 4), "f16").UA
+    assert not any(c.UA for c in (configs.WgmmaConfig(64, 8, 4), configs.WgmmaConfig(8, 8, 2),
+                                  configs.WgmmaConfig(8, 7, 3, 2), configs.WgmmaConfig(32, 8, 4)))
+    assert configs.WgmmaConfig(8, 7, 3, 2).REGS == (24, 72)
     assert configs.WgmmaConfig(8, 7, 6).REGS == (24, 80) and not configs.WgmmaConfig(8, 7, 6).UA
     wide = configs.WgmmaConfig(128, 4, 2, 2)
     assert wide.REGS == (40, 232) and not configs.register_split_fits(wide)
@@ -473,7 +476,7 @@ def test_forced_config_parsing(monkeypatch):
     monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn8_st7_wg3_mb2_c264")
     p = configs.forced(1, 57344, 8192)
     assert p.config == configs.WgmmaConfig(8, 7, 3, 2) and p.grid == (264, 1, 1)
-    assert p.config.MINB == 2 and p.config.REGS == (32, 72) and p.config.tag == "bn8_st7_wg3_mb2"
+    assert p.config.MINB == 2 and p.config.REGS == (24, 72) and p.config.tag == "bn8_st7_wg3_mb2"
     for bad in ("bm7_rb1", "decode_bm8_rb1", "mma_bm32_rb1_x2", "hello", "wgmma_bn16_st8_c0",
                 "wgmma_bn24_st8", "mma_bm32_rb1_c4", "wgmma_bn128_st6_wg4", "wgmma_bn64_st8_wg5",
                 "wgmma_bn8_st7_wg3", "wgmma_bn8_st8_mb3"):
