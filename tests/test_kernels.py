@@ -347,6 +347,18 @@ def test_register_splits_fit_the_registers_held_at_launch():
     assert wide.REGS == (40, 232) and not configs.register_split_fits(wide)
 
 
+def test_unsigned_a_renders_only_where_configured():
+    """UA kernels (and only they) issue u8 x s8 wgmmas and count the summing
+    warp on each stage's empty barrier; none of them has a setmaxnreg split,
+    which would leave the summing warps the producer's 24 registers."""
+    for c in configs.WGMMA_CONFIGS + configs.FUSED_CONFIGS:
+        src = c.spec().render()
+        assert (".u8.s8" in src) == c.UA, c.tag
+        assert ("128 * NCONS + 1)" in src) == c.UA, c.tag
+        assert not (c.UA and c.REGS), c.tag
+    assert any(c.UA for c in configs.WGMMA_CONFIGS)
+
+
 def test_forced_config_takes_the_printed_kernel_names():
     """`lqq kernels` prints full names: LQQ_FORCE_CONFIG takes them, with or
     without the prefix, with a split or CTA count appended."""
