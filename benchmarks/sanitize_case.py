@@ -23,6 +23,7 @@ if cp.cuda.Device().compute_capability == "90":
               ("wgmma_bn8_st7_wg3_mb2_c4", 1, 400, 2048),  # decode: two CTAs of three consumers
               ("wgmma_bn16_st8_wg4_c3", 12, 600, 2048),    # decode: one CTA of four consumers
               ("wgmma_bn8_st10_wg4_c2", 1, 300, 3072),     # ... wrapping a 10-stage ring
+              ("wgmma_bn8_st8_wg4_c5", 12, 600, 2048),     # unsigned A: segments start and end mid-tile
               ("wgmma_bn8_st7_wg6_c2", 1, 800, 2048),      # six consumers; a one-slab last tile
               # the fused decode path: fp16 rows quantized inside the GEMM
               ("wgmma_bn8_st8_fx16_c5", 1, 300, 1088),     # K past the last 128-wide block

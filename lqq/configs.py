@@ -204,6 +204,23 @@ class WgmmaConfig:
         return (self.BN // 8) * 128 * 16
 
     @property
+    def UA(self) -> bool:
+        """Unsigned A: the consumers dequantize to the weights + 128 (the IMAD
+        alone, no XOR) for a u8 x s8 wgmma, and take 128 x each token's
+        activation sum off their sums per segment; the producer's idle warps
+        compute those sums from the stages (one lane a token row). Only the
+        one-CTA-per-SM decode tiles of four consumers and up to 16 tokens:
+        H200, session 18, against signed A, two rounds: 1.01x at M = 1 and 4
+        on 57344 x 8192 and at 1 on 8192 x 28672 (bn8_st8_wg4), 1.03x at 16
+        on 28672 x 4096 (bn16_st8_wg4); slower where two CTAs share an SM
+        (bn8_st8 0.88x at 1 x 4096 x 4096, bn8_st7_wg3_mb2 0.97-0.98x on
+        28672 x 4096) and at 64 tokens (bn64_st8_wg4 0.95x on 28672 x 4096:
+        the summing reads grow with the token rows). Not the fused path (its
+        converters hold those warps). These tiles split no registers (REGS is
+        empty): the summing warps keep the launch's 96 a thread."""
+        return self.BN <= 16 and self.C == 4 and self.MINB == 1 and not self.FX
+
+    @property
     def SK_GROUP(self) -> int:
         """Stream-K contributors whose partial sums a tile's owner loads at
         once (streamk.reduce). ptxas already unrolls the one-at-a-time loop
@@ -237,7 +254,8 @@ class WgmmaConfig:
         argument, PROBE_WORDS u64 counters per CTA); never used by lqq.gemm."""
         params = {"BN": self.BN, "STAGES": self.STAGES, "C": self.C, "REGS": self.REGS,
                   "MINB": self.MINB, "EPI": self.EPI, "FX": self.FX, "KS": self.KS,
-                  "SK_GROUP": self.SK_GROUP, "KS_PUSH": self.KS_PUSH}
+                  "SK_GROUP": self.SK_GROUP, "KS_PUSH": self.KS_PUSH,
+                  "UA": self.UA}
         if probe:
             params["PROBE"] = self.PROBE_WORDS
         return KernelSpec(self.name + ("_probe" if probe else ""), "gemm_wgmma_sm90.cu.j2",

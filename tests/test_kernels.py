@@ -336,9 +336,27 @@ def test_register_splits_fit_the_registers_held_at_launch():
     split: every shipped config fits, a two-consumer 128-token tile sized for
     two CTAs per SM (its default split 40/232) would not."""
     assert all(configs.register_split_fits(c) for c in configs.WGMMA_CONFIGS)
+    # unsigned A (UA) on the decode tiles of four consumers, which split no registers
+    assert configs.WgmmaConfig(8, 8, 4).UA and configs.WgmmaConfig(8, 8, 4).REGS == ()
+    assert not configs.fused(configs.WgmmaConfig(8, 8, 4), "f16").UA
+    assert not any(c.UA for c in (configs.WgmmaConfig(64, 8, 4), configs.WgmmaConfig(8, 8, 2),
+                                  configs.WgmmaConfig(8, 7, 3, 2), configs.WgmmaConfig(32, 8, 4)))
     assert configs.WgmmaConfig(8, 7, 3, 2).REGS == (24, 72)
+    assert configs.WgmmaConfig(8, 7, 6).REGS == (24, 80) and not configs.WgmmaConfig(8, 7, 6).UA
     wide = configs.WgmmaConfig(128, 4, 2, 2)
     assert wide.REGS == (40, 232) and not configs.register_split_fits(wide)
+
+
+def test_unsigned_a_renders_only_where_configured():
+    """UA kernels (and only they) issue u8 x s8 wgmmas and count the summing
+    warp on each stage's empty barrier; none of them has a setmaxnreg split,
+    which would leave the summing warps the producer's 24 registers."""
+    for c in configs.WGMMA_CONFIGS + configs.FUSED_CONFIGS:
+        src = c.spec().render()
+        assert (".u8.s8" in src) == c.UA, c.tag
+        assert ("128 * NCONS + 1)" in src) == c.UA, c.tag
+        assert not (c.UA and c.REGS), c.tag
+    assert any(c.UA for c in configs.WGMMA_CONFIGS)
 
 
 def test_forced_config_takes_the_printed_kernel_names():
