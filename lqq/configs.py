@@ -531,7 +531,9 @@ def cluster_ring(ks: WgmmaConfig, K: int) -> WgmmaConfig:
     against 0.0169 ms; 2048 of K: 1.01x at 64 x 6144 x 4096, 0.97x at 128 x
     4096 x 4096); three stages for 256-token halves at K <= 4096, the depth
     that leaves room for the push buffer (1.01x at 256 x 6144 x 4096, 1.03x at
-    512 x 4096 x 4096); longer K keeps four stages (not measured)."""
+    512 x 4096 x 4096), while 256-token halves at longer K keep four (not
+    timed). Eight stages at more than 4096 of K a CTA are extrapolated (no
+    Llama-3 layer's plan has them)."""
     if ks.BN == 64 and K // ks.KS >= 4096:
         want = (8, 2)
     elif ks.BN == 256 and K <= 4096:
