@@ -323,8 +323,9 @@ WGMMA_CONFIGS = tuple(WgmmaConfig(bn, st) for bn, st in (
     WgmmaConfig(bn, st, c, KS=ks) for bn, st, c, ks in (
         (64, 4, 2, 2), (64, 4, 2, 4), (128, 4, 2, 2), (128, 4, 2, 4), (256, 4, 2, 2),
         (64, 8, 4, 2),
-        # deeper rings beside the push buffer (KS_PUSH), autotune candidates:
-        # cluster_split keeps the four-stage ones above (listed first)
+        # other ring depths beside the push buffer (KS_PUSH): cluster_split
+        # finds the four-stage ones above (listed first), cluster_ring may
+        # swap the depth
         (64, 8, 2, 2), (128, 6, 2, 2), (256, 3, 2, 2)))
 
 
@@ -538,8 +539,27 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
         # its 132 SMs has been measured); never more padded tokens than cfg's
         # (257 tokens on 256-wide tiles would compute 512)
         if Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= 0.97 * slots and packing.round_up(M, bn) <= packing.round_up(M, cfg.BN):
-            return ks
+            return cluster_ring(ks, K)
     return cfg
+
+
+def cluster_ring(ks: WgmmaConfig, K: int) -> WgmmaConfig:
+    """The ring depth of a clusters-of-two tile (same tile, same grid). H200,
+    session 18, each pair timed twice: eight stages for 64-token halves where
+    each CTA streams 4096 or more of K (1.04x at 64 x 8192 x 8192: 0.0162-0.0163
+    against 0.0169 ms; 2048 of K: 1.01x at 64 x 6144 x 4096, 0.97x at 128 x
+    4096 x 4096); three stages for 256-token halves at K <= 4096, the depth
+    that leaves room for the push buffer (1.01x at 256 x 6144 x 4096, 1.03x at
+    512 x 4096 x 4096), while 256-token halves at longer K keep four (not
+    timed). Eight stages at more than 4096 of K a CTA are extrapolated (no
+    Llama-3 layer's plan has them)."""
+    if ks.BN == 64 and K // ks.KS >= 4096:
+        want = (8, 2)
+    elif ks.BN == 256 and K <= 4096:
+        want = (3, 2)
+    else:
+        return ks
+    return next(c for c in WGMMA_CONFIGS if c.KS == ks.KS and (c.BN, c.STAGES, c.C) == (ks.BN, *want))
 
 
 def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int | None:

@@ -697,6 +697,25 @@ def test_cluster_split_refuses_what_it_cannot_run(monkeypatch):
         assert configs.forced(16, 256, 128 * cfg.KS).grid == (cfg.KS * -(-256 // (64 * cfg.C)), 1, 1)
 
 
+def test_cluster_ring_changes_only_the_depth():
+    """cluster_ring keeps the cluster's tile (BN, C, KS) and swaps the ring
+    where it was timed: eight stages for 64-token halves streaming >= 4096 of
+    K each, three for 256-token halves at K <= 4096, four elsewhere."""
+    def pick(M, N, K):
+        return configs.heuristic(M, N, K, 132, wgmma=True).config
+    assert pick(64, 8192, 8192).tag == "bn64_st8_ks2"
+    assert pick(64, 6144, 4096).tag == "bn64_st4_ks2"       # 2048 of K a CTA
+    assert pick(256, 6144, 4096).tag == "bn256_st3_ks2"
+    assert pick(512, 4096, 4096).tag == "bn256_st3_ks2"
+    assert pick(256, 8192, 8192).tag == "bn256_st4_ks2"     # longer K: not timed
+    assert pick(128, 8192, 8192).tag == "bn128_st4_ks2"
+    for ks in (c for c in configs.WGMMA_CONFIGS if c.KS == 2 and c.C == 2 and c.STAGES == 4):
+        for K in (2048, 4096, 8192, 28672):
+            r = configs.cluster_ring(ks, K)
+            assert (r.BN, r.C, r.KS, r.MB, r.FX) == (ks.BN, ks.C, ks.KS, ks.MB, ks.FX) and r in configs.WGMMA_CONFIGS
+            assert r.KS_PUSH or not ks.KS_PUSH
+
+
 def test_forced_configs_of_every_family_still_plan(monkeypatch):
     """The check forced() runs (configs.why_illegal) knows every config lqq
     ships, the fused decode variants among them."""
