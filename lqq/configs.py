@@ -493,6 +493,12 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     # lost 0.1-5% on four of the six problems whose 256 or 512 tiles fill
     # two or four waves (4096 x 4096 at M = 2048: 0.0524 against 0.0496 ms)
     wide_many = cfg.BN == 256 and waves > 1
+    # ... except two whole tiles a CTA: 224 256-token tiles on 112 CTAs
+    # (28672 x 4096 at M = 256) beat stream-K on 132 by 1.04-1.05x in two
+    # H200 autotune runs; four or more tiles a CTA lost by 6-10% (M = 512 there,
+    # 57344 x 8192 at M = 256); past 256 tokens (one token tile) not timed
+    if wide_many and M <= 256 and tiles <= 2 * slots and (ctas := whole_tile_ctas(cfg, M, N, K, sm_count)):
+        return ctas
     # (four consumers too take one CTA per tile: 28672 x 4096 at M = 16..64,
     # 112 tiles on 132 SMs, 1.03-1.07x one stream-K wave on the H200)
     if whole_waves and not short_many and not wide_many:
@@ -525,7 +531,12 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
     without the half width, and only where the split tile computes no more
     padded tokens than cfg's.
     Clusters of four lost everywhere (0.57-0.65x): the H200 holds 30 clusters
-    of four at once (cuOccupancyMaxActiveClusters), so 32 take two rounds."""
+    of four at once (cuOccupancyMaxActiveClusters), so 32 take two rounds.
+    One exception to the 70% floor: 64-token halves of one token tile on
+    layers of at most TINY_LAYER weights may fill 45% of the SMs, where the
+    eight-stage ring makes half the SMs faster than all of them streaming-K
+    (H200 autotune, session 19: 0.00815 against 0.00932 ms at 64 x 4096 x
+    4096; on 4096 x 14336, a larger layer, half the SMs lost)."""
     if cfg.C != 2 or cfg.MB or cfg.FX or cfg.KS or M > 512:     # (measured up to M = 512)
         return cfg
     slots = sm_count * cfg.MINB
@@ -538,22 +549,23 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
         # (66 clusters of two fit the H200 at once, but no plan past 128 of
         # its 132 SMs has been measured); never more padded tokens than cfg's
         # (257 tokens on 256-wide tiles would compute 512)
-        if Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= 0.97 * slots and packing.round_up(M, bn) <= packing.round_up(M, cfg.BN):
-            return cluster_ring(ks, K)
+        floor = 0.45 if bn == 64 and M <= 64 and N * K <= TINY_LAYER else 0.7
+        if Q % 2 == 0 and floor * slots <= 2 * tiles <= 0.97 * slots and packing.round_up(M, bn) <= packing.round_up(M, cfg.BN):
+            return cluster_ring(ks, M, K)
     return cfg
 
 
-def cluster_ring(ks: WgmmaConfig, K: int) -> WgmmaConfig:
-    """The ring depth of a clusters-of-two tile (same tile, same grid). H200,
-    session 18, each pair timed twice: eight stages for 64-token halves where
-    each CTA streams 4096 or more of K (1.04x at 64 x 8192 x 8192: 0.0162-0.0163
-    against 0.0169 ms; 2048 of K: 1.01x at 64 x 6144 x 4096, 0.97x at 128 x
-    4096 x 4096); three stages for 256-token halves at K <= 4096, the depth
-    that leaves room for the push buffer (1.01x at 256 x 6144 x 4096, 1.03x at
-    512 x 4096 x 4096), while 256-token halves at longer K keep four (not
-    timed). Eight stages at more than 4096 of K a CTA are extrapolated (no
-    Llama-3 layer's plan has them)."""
-    if ks.BN == 64 and K // ks.KS >= 4096:
+def cluster_ring(ks: WgmmaConfig, M: int, K: int) -> WgmmaConfig:
+    """The ring depth of a clusters-of-two tile (same tile, same grid). Eight
+    stages for 64-token halves of one token tile (M <= 64): H200 autotune,
+    session 19, against four, 1.02-1.11x on every Llama-3 layer at M = 32 and
+    64 (1.04x at 64 x 8192 x 8192: 0.0162 against 0.0168 ms; 1.02x at 64 x
+    6144 x 4096), while at M = 128 on 4096 x 4096 (two token tiles) four
+    stages were 1.05x. Three stages for 256-token halves at K <= 4096, the
+    depth that leaves room for the push buffer (1.01x at 256 x 6144 x 4096,
+    1.03x at 512 x 4096 x 4096), while at K = 8192 and past, four were
+    1.05-1.08x (256 x 8192 x 8192, 512 x 4096 x 14336). Four elsewhere."""
+    if ks.BN == 64 and M <= 64:
         want = (8, 2)
     elif ks.BN == 256 and K <= 4096:
         want = (3, 2)
@@ -587,8 +599,9 @@ def whole_tile_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> 
     partial-tile store, a wait and a read to the epilogue: on 28672 x 4096
     at M = 128 (bn128_st6_wg3, 132 CTAs, every one straddling a tile
     boundary) the epilogue, output stores included, is 3.4 us per tile of a
-    32 us launch (RESULTS.md, session 15). An autotune candidate only: the
-    heuristic never picks it unmeasured."""
+    32 us launch (RESULTS.md, session 15). The heuristic takes it for
+    256-token tiles past one wave at two tiles a CTA (wgmma_grid), where it
+    was measured faster; elsewhere an autotune candidate."""
     tiles, _ = wgmma_units(cfg, M, N, K)
     slots = sm_count * cfg.MINB
     if tiles <= slots or cfg.KS:

@@ -233,7 +233,8 @@ def test_stream_k_owner_groups_fit_the_register_budget():
 def test_whole_tile_grids_give_each_cta_whole_tiles():
     """configs.whole_tile_ctas: where tiles outnumber the slots, tiles / d CTAs
     of d whole tiles each (no partial sums), at least 80% of the slots, else
-    None; an autotune candidate, never the heuristic's grid."""
+    None; an autotune candidate, and the heuristic's grid only for 256-token
+    tiles at two a CTA, up to 256 tokens (where it was timed)."""
     W = configs.WgmmaConfig
     assert configs.whole_tile_ctas(W(128, 4), 128, 28672, 4096, 132) == 112    # 224 tiles x 2
     assert configs.whole_tile_ctas(W(128, 4), 128, 4096, 4096, 132) is None, "fewer tiles than slots"
@@ -247,6 +248,12 @@ def test_whole_tile_grids_give_each_cta_whole_tiles():
         assert configs.heuristic(M, N, K, 132, wgmma=True) != p or c in (tiles, slots)
     assert any(p.config == W(128, 4) and p.grid[0] == 112
                for p in configs.candidates(128, 28672, 4096, 132, wgmma=True))
+    for M in (193, 256):
+        p = configs.heuristic(M, 28672, 4096, 132, wgmma=True)
+        assert (p.config.BN, p.grid) == (256, (112, 1, 1)), "224 tiles, two a CTA"
+    for M, N, K in ((512, 28672, 4096), (256, 57344, 8192), (1024, 8192, 8192)):
+        p = configs.heuristic(M, N, K, 132, wgmma=True)
+        assert p.config.BN == 256 and p.grid[0] in (128, 132), "four tiles a CTA, or past 256 tokens: stream-K"
 
 
 @pytest.mark.parametrize("M,N,K", SHAPES)
@@ -699,21 +706,37 @@ def test_cluster_split_refuses_what_it_cannot_run(monkeypatch):
 
 def test_cluster_ring_changes_only_the_depth():
     """cluster_ring keeps the cluster's tile (BN, C, KS) and swaps the ring
-    where it was timed: eight stages for 64-token halves streaming >= 4096 of
-    K each, three for 256-token halves at K <= 4096, four elsewhere."""
+    where it was timed: eight stages for 64-token halves of one token tile,
+    three for 256-token halves at K <= 4096, four elsewhere."""
     def pick(M, N, K):
-        return configs.heuristic(M, N, K, 132, wgmma=True).config
-    assert pick(64, 8192, 8192).tag == "bn64_st8_ks2"
-    assert pick(64, 6144, 4096).tag == "bn64_st4_ks2"       # 2048 of K a CTA
-    assert pick(256, 6144, 4096).tag == "bn256_st3_ks2"
-    assert pick(512, 4096, 4096).tag == "bn256_st3_ks2"
-    assert pick(256, 8192, 8192).tag == "bn256_st4_ks2"     # longer K: not timed
-    assert pick(128, 8192, 8192).tag == "bn128_st4_ks2"
+        return configs.heuristic(M, N, K, 132, wgmma=True)
+    assert pick(64, 8192, 8192).config.tag == "bn64_st8_ks2"
+    assert pick(64, 6144, 4096).config.tag == "bn64_st8_ks2"      # 2048 of K a CTA
+    assert pick(128, 4096, 4096).config.tag == "bn64_st4_ks2"     # two token tiles
+    assert pick(256, 6144, 4096).config.tag == "bn256_st3_ks2"
+    assert pick(512, 4096, 4096).config.tag == "bn256_st3_ks2"
+    assert pick(256, 8192, 8192).config.tag == "bn256_st4_ks2"    # longer K
+    assert pick(128, 8192, 8192).config.tag == "bn128_st4_ks2"
     for ks in (c for c in configs.WGMMA_CONFIGS if c.KS == 2 and c.C == 2 and c.STAGES == 4):
-        for K in (2048, 4096, 8192, 28672):
-            r = configs.cluster_ring(ks, K)
-            assert (r.BN, r.C, r.KS, r.MB, r.FX) == (ks.BN, ks.C, ks.KS, ks.MB, ks.FX) and r in configs.WGMMA_CONFIGS
-            assert r.KS_PUSH or not ks.KS_PUSH
+        for M in (33, 64, 65, 256):
+            for K in (2048, 4096, 8192, 28672):
+                r = configs.cluster_ring(ks, M, K)
+                assert (r.BN, r.C, r.KS, r.MB, r.FX) == (ks.BN, ks.C, ks.KS, ks.MB, ks.FX) and r in configs.WGMMA_CONFIGS
+                assert r.KS_PUSH or not ks.KS_PUSH
+
+
+def test_cluster_split_takes_half_the_sms_only_on_tiny_layers_at_one_token_tile():
+    """64 clusters of two on 132 SMs (48%): taken for 64-token halves of at
+    most 4096 x 4096 weights, not on a larger layer, not at two token tiles,
+    not below the 45% floor."""
+    def pick(M, N, K):
+        return configs.heuristic(M, N, K, 132, wgmma=True)
+    for M in (33, 40, 64):
+        p = pick(M, 4096, 4096)
+        assert (p.config.tag, p.grid) == ("bn64_st8_ks2", (64, 1, 1))
+    assert not pick(64, 4096, 14336).config.KS                   # a larger layer
+    assert not pick(64, 3072, 4096).config.KS                    # 48 CTAs: 36% of the SMs
+    assert pick(64, 4096, 4096).config.KS and not configs.heuristic(64, 4096, 4096, 160, wgmma=True).config.KS
 
 
 def test_forced_configs_of_every_family_still_plan(monkeypatch):
