@@ -226,3 +226,7 @@ printf '%s\n' "${status[@]}"
 [ -f "$OUT/decode.txt" ] && { echo; sed -n '/== decode A\/B/,$p' "$OUT/decode.txt"; }
 [ -f "$OUT/ab.txt" ] && { echo; echo "A/B of .ab trees:"; tail -n 40 "$OUT/ab.txt"; }
 [ -f "$OUT/bench.md" ] && { echo; cat "$OUT/bench.md"; }
+# the script's status: 1 where a step failed (a non-zero exit or failed
+# tests in its summary line), else 0 (not the status of the last test above)
+printf '%s\n' "${status[@]}" | grep -Eq 'exit [1-9]|(^|[^0-9.])[1-9][0-9]* (failed|errors?)' && exit 1
+exit 0
