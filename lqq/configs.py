@@ -532,13 +532,26 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
     padded tokens than cfg's.
     Clusters of four lost everywhere (0.57-0.65x): the H200 holds 30 clusters
     of four at once (cuOccupancyMaxActiveClusters), so 32 take two rounds.
-    One exception to the 70% floor: 64-token halves of one token tile on
-    layers of at most TINY_LAYER weights may fill 45% of the SMs, where the
-    eight-stage ring makes half the SMs faster than all of them streaming-K
-    (H200 autotune, session 19: 0.00815 against 0.00932 ms at 64 x 4096 x
-    4096; on 4096 x 14336, a larger layer, half the SMs lost)."""
+    Layers of at most TINY_LAYER weights and K <= 4096 at 9..64 tokens take
+    64-token halves of one token tile on any share of the SMs (below)."""
     if cfg.C != 2 or cfg.MB or cfg.FX or cfg.KS or M > 512:     # (measured up to M = 512)
         return cfg
+    if 8 < M <= 64 and N * K <= TINY_LAYER and K <= 4096:
+        # Few weights: a stream-K wave over every SM spends more on partial
+        # sums than the weights take to stream, and 64-token halves in
+        # clusters (eight stages) beat it even on a quarter of the SMs. H200
+        # autotune, session 19: at M = 16, 1.05-1.60x the heuristic's wgmma
+        # plan on 2048 x 2048, 3584 x 3584, 4096 x 1024, 4096 x 2048,
+        # 4096 x 4096 and 512 x 2048 (0.98x on 4608 x 3584); at M = 64,
+        # 1.14-1.89x on 2048 x 2048 (32 CTAs), 3584 x 3584, 512 x 2048 (8
+        # CTAs) and 4096 x 4096 (64 x 4096 x 1024 and x 2048 in an A/B:
+        # 1.45x and 1.70x); at M = 32 on 4096 x 4096, 0.99x (bn32 tiles). Not
+        # where each CTA would stream more than 2048 of K: 2048 x 8192 on 32
+        # CTAs took 1.35-1.54x the time of the plans below.
+        ks = cluster_ring(next(c for c in WGMMA_CONFIGS if c.KS == 2 and (c.BN, c.C) == (64, 2)), M, K)
+        tiles, Q = wgmma_units(ks, M, N, K)
+        if Q % 2 == 0 and 2 * tiles <= 0.97 * sm_count * ks.MINB:
+            return ks
     slots = sm_count * cfg.MINB
     widths = [cfg.BN] + [2 * cfg.BN] * (M > cfg.BN) + [cfg.BN // 2] * (N * K <= TINY_LAYER and M <= 256)
     for bn in widths:
@@ -549,8 +562,7 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
         # (66 clusters of two fit the H200 at once, but no plan past 128 of
         # its 132 SMs has been measured); never more padded tokens than cfg's
         # (257 tokens on 256-wide tiles would compute 512)
-        floor = 0.45 if bn == 64 and M <= 64 and N * K <= TINY_LAYER else 0.7
-        if Q % 2 == 0 and floor * slots <= 2 * tiles <= 0.97 * slots and packing.round_up(M, bn) <= packing.round_up(M, cfg.BN):
+        if Q % 2 == 0 and 0.7 * slots <= 2 * tiles <= 0.97 * slots and packing.round_up(M, bn) <= packing.round_up(M, cfg.BN):
             return cluster_ring(ks, M, K)
     return cfg
 
@@ -610,12 +622,12 @@ def whole_tile_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> 
     return tiles // d if tiles // d >= 0.8 * slots else None
 
 
-# Up to this many weights, 17..64 tokens stay on two consumer warpgroups and
-# 512..1023 tokens on 128-token tiles. Below it, decode (M <= 16) stays on the
-# mma.sync decode kernel. (As SMALL_DECODE it kept 4096 x 4096 there too, 1.14x
-# faster on the H100 on 2026-11-23; the Hopper kernel has since gone past it
-# there: 1.10x, 1.12x and 1.23x the best decode-kernel plan at M = 1, 4 and 16
-# on the H200. Smaller layers, where one CTA gets a unit or two, unmeasured.)
+# Up to this many weights, 17..64 tokens stay on two consumer warpgroups,
+# 9..64 tokens split their 64-token tiles between clusters of two
+# (cluster_split) and 512..1023 tokens run on 128-token tiles. (Decode of such
+# layers ran on the mma.sync decode kernel until session 19, when an H200
+# autotune of six smaller layers, 512 x 2048 to 4608 x 3584, found the
+# Hopper kernel's plan 1.05-1.36x faster at M = 1 and 1.00-1.39x at M = 16.)
 TINY_LAYER = 4096 * 4096
 # Up to this many weights, 129..256 tokens run as two narrower tiles (more
 # tiles to spread over the SMs) rather than one wide one (RESULTS.md).
@@ -627,10 +639,9 @@ BIG_LAYER = 28672 * 4096
 
 def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:
     """``wgmma``: the GPU and the weight can run the Hopper kernel
-    (configs.wgmma_eligible), which then takes every M (but decode of layers
-    under TINY_LAYER weights) on a persistent grid (wgmma_for picks the tile,
-    cluster_split may split it between two CTAs, wgmma_grid the CTAs; RESULTS.md has the measurements). Otherwise, and for
-    those, few tokens (M <= 16): the decode kernel; K is
+    (configs.wgmma_eligible), which then takes every M on a persistent grid (wgmma_for picks the tile,
+    cluster_split may split it between two CTAs, wgmma_grid the CTAs; RESULTS.md has the measurements). Otherwise,
+    few tokens (M <= 16): the decode kernel; K is
     split so that a CTA streams at most 32 k-blocks (2048 k) and there are at
     least four CTAs per SM (a sweep on the H100, benchmarks/tune_decode.py).
     More tokens: the general kernel, the smallest BM that covers M (at most
@@ -638,7 +649,7 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
     CTAs per SM."""
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
-    if M <= 16 and (not wgmma or N * K < TINY_LAYER):
+    if M <= 16 and not wgmma:
         # two slabs per CTA paid off only for 16 tokens on wide layers
         cfg = DecodeConfig(8, 1, 4) if M <= 8 else DecodeConfig(16, 2 if Nb >= 2 * sm_count else 1, 4)
         ctas = -(-Nb // cfg.RB)

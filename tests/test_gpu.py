@@ -761,6 +761,24 @@ def test_fused_decode_with_out_in_the_input_s_bytes(monkeypatch):
 def test_wgmma_heuristic_large_k_and_repeatable(M, N, K, G):
     """The default Hopper plans on long K (stream-K across tiles), bit-exact
     and identical over repeated launches (a change between runs is a race)."""
+    _heuristic_exact_and_repeatable(M, N, K, G)
+
+
+@pytest.mark.skipif(REASON is not None or not _is_sm90(), reason="needs an sm_90 (Hopper) GPU")
+@pytest.mark.parametrize("M,N,K,G,tag", [
+    (1, 512, 2048, 64, "bn8_st8"), (3, 4608, 3584, 64, "bn8_st8"), (16, 2048, 2048, 64, "bn64_st8_ks2"),
+    (9, 3584, 3584, 128, "bn64_st8_ks2"), (40, 4096, 1024, 64, "bn64_st8_ks2"),
+    (64, 512, 2048, 32, "bn64_st8_ks2"), (17, 2000, 2048, 64, "bn64_st8_ks2"),
+    (256, 28672, 4096, 64, "bn256_st4")])
+def test_wgmma_heuristic_small_layers_exact(M, N, K, G, tag):
+    """The default plans of small layers (decode on the Hopper kernel,
+    64-token halves in clusters on a few SMs) and of 256-token tiles two a
+    CTA: the plan is the one meant, bit-exact and repeatable."""
+    assert configs.heuristic(M, N, K, cp.cuda.Device().attributes["MultiProcessorCount"], wgmma=True).config.tag == tag
+    _heuristic_exact_and_repeatable(M, N, K, G)
+
+
+def _heuristic_exact_and_repeatable(M, N, K, G):
     rng = np.random.default_rng()
     W = rng.standard_normal((N, K)).astype(np.float32)
     w = lqq.quantize_weight(W, G, "round")

@@ -161,7 +161,8 @@ SHAPES = [(1, 64, 64), (3, 100, 96), (17, 4096, 4096), (100, 130, 384), (257, 28
           (128, 57344, 8192), (100, 8192, 8192), (48, 8192, 8192), (64, 6144, 4096),
           (32, 8192, 8192), (60, 28672, 4096), (384, 6144, 4096), (512, 4096, 14336),
           (300, 4096, 4096), (448, 4096, 4096), (400, 1024, 4096),
-          (600, 57344, 8192), (2048, 8192, 8192)]
+          (600, 57344, 8192), (2048, 8192, 8192),
+          (16, 2048, 2048), (40, 512, 2048), (64, 4096, 4096), (12, 2048, 8192), (256, 28672, 4096)]
 
 
 @pytest.mark.parametrize("M,N,K", SHAPES)
@@ -245,7 +246,8 @@ def test_whole_tile_grids_give_each_cta_whole_tiles():
         # stream-K's ranges (streamk.j2: floor(U p / P)) end on tile boundaries
         U = tiles * Q
         assert all(U * i // c % Q == 0 for i in range(c + 1))
-        assert configs.heuristic(M, N, K, 132, wgmma=True) != p or c in (tiles, slots)
+        assert (configs.heuristic(M, N, K, 132, wgmma=True) != p or c in (tiles, slots)
+                or (cfg.BN == 256 and M <= 256 and tiles == 2 * c))
     assert any(p.config == W(128, 4) and p.grid[0] == 112
                for p in configs.candidates(128, 28672, 4096, 132, wgmma=True))
     for M in (193, 256):
@@ -260,13 +262,20 @@ def test_whole_tile_grids_give_each_cta_whole_tiles():
 @pytest.mark.parametrize("sms", [1, 78, 132])
 def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     p = configs.heuristic(M, N, K, sms, wgmma=True)
-    if M <= 16 and N * K < configs.TINY_LAYER:
-        assert p == configs.heuristic(M, N, K, sms), "decode of small layers on the mma.sync kernel"
-        return
-    assert isinstance(p.config, configs.WgmmaConfig) and p.config in configs.WGMMA_CONFIGS
+    assert isinstance(p.config, configs.WgmmaConfig) and p.config in configs.WGMMA_CONFIGS, \
+        "the Hopper kernel takes every M, decode of small layers too"
     assert configs.why_illegal(p, M, N, K) is None
     tiles, Q = configs.wgmma_units(p.config, M, N, K)
     slots = sms * p.config.MINB
+    # 9..64 tokens on a small layer at K <= 4096: 64-token halves in clusters
+    # of two on any share of the SMs
+    small_halves = 8 < M <= 64 and N * K <= configs.TINY_LAYER and K <= 4096
+    halves_fit = Q % 2 == 0 and 2 * tiles <= 0.97 * slots
+    if p.config.KS and small_halves:
+        assert (p.config.tag, p.grid[0]) == ("bn64_st8_ks2", 2 * tiles) and halves_fit, p
+        return
+    assert not (small_halves and p.config.BN == 64 and p.config.C == 2 and halves_fit), \
+        "a small layer's tile the clusters of two take"
     if p.config.KS:
         # split in clusters of two (configs.cluster_split): 33..512 tokens, two
         # consumers, two CTAs per tile filling 70-97% of the SMs
@@ -280,8 +289,12 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     assert not (33 <= M <= 512 and p.config.C == 2 and 0.7 * slots <= 2 * tiles <= 0.97 * slots
                 and Q % 2 == 0 and p.config.BN in (64, 128, 256)), "a tile the clusters of two take"
     aligned = configs.aligned_ctas(p.config, M, N, K, sms)
-    assert p.grid[0] in (tiles, aligned or min(slots, tiles * Q)), \
-        "one CTA per tile, or one wave of stream-K (CTAs inside one tile where that keeps 90% of the slots)"
+    whole = configs.whole_tile_ctas(p.config, M, N, K, sms)
+    if p.grid[0] == whole and whole not in (tiles, aligned or min(slots, tiles * Q)):
+        assert p.config.BN == 256 and M <= 256 and tiles == 2 * whole, "two whole 256-token tiles a CTA"
+    else:
+        assert p.grid[0] in (tiles, aligned or min(slots, tiles * Q)), \
+            "one CTA per tile, or one wave of stream-K (CTAs inside one tile where that keeps 90% of the slots)"
     if aligned and p.grid[0] != tiles:
         assert p.grid[0] % tiles == 0 and Q % (p.grid[0] // tiles) == 0 and p.grid[0] >= 0.9 * slots
     if p.grid[0] == tiles and tiles > slots:
@@ -312,7 +325,8 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     if p.config.BN == 256:
         assert p.config.STAGES == 4, "four stages"
         if tiles > slots:
-            assert p.grid[0] == min(slots, tiles * Q), "one stream-K wave past one wave"
+            assert p.grid[0] == min(slots, tiles * Q) or (M <= 256 and tiles == 2 * p.grid[0]), \
+                "one stream-K wave past one wave, or two whole tiles a CTA up to 256 tokens"
     assert (p.config.MINB == 2) == (M <= 16 and p.config.C != 4), "two CTAs per SM for decode tiles"
 
 
@@ -434,7 +448,8 @@ def test_fused_decode_plan_eligibility(monkeypatch):
     skew = (-base.ctypes.data // 2) % 8 + 1             # 2 bytes past a 16-byte boundary
     assert gpu_gemm.fused_plan(base[skew:skew + 4096].reshape(1, 4096), plan) is None, "x off 16 bytes"
     assert gpu_gemm.fused_plan(base[skew - 1:skew + 4095].reshape(1, 4096), plan) is not None
-    assert fused(1, 1024, 1024) is None, "the mma.sync decode kernel's layers"
+    assert fused(1, 1024, 1024).config == configs.fused(configs.WgmmaConfig(8, 8), "f16"), \
+        "small layers' decode runs on the Hopper kernel too"
     assert fused(64, 8192, 256) is None, "not a decode tile"
     monkeypatch.setenv("LQQ_FUSED_QUANT", "0")
     assert fused(1, 4096, 4096) is None
@@ -725,18 +740,21 @@ def test_cluster_ring_changes_only_the_depth():
                 assert r.KS_PUSH or not ks.KS_PUSH
 
 
-def test_cluster_split_takes_half_the_sms_only_on_tiny_layers_at_one_token_tile():
-    """64 clusters of two on 132 SMs (48%): taken for 64-token halves of at
-    most 4096 x 4096 weights, not on a larger layer, not at two token tiles,
-    not below the 45% floor."""
-    def pick(M, N, K):
-        return configs.heuristic(M, N, K, 132, wgmma=True)
-    for M in (33, 40, 64):
-        p = pick(M, 4096, 4096)
-        assert (p.config.tag, p.grid) == ("bn64_st8_ks2", (64, 1, 1))
-    assert not pick(64, 4096, 14336).config.KS                   # a larger layer
-    assert not pick(64, 3072, 4096).config.KS                    # 48 CTAs: 36% of the SMs
-    assert pick(64, 4096, 4096).config.KS and not configs.heuristic(64, 4096, 4096, 160, wgmma=True).config.KS
+def test_small_layers_split_64_token_tiles_between_clusters_of_two():
+    """9..64 tokens on layers of at most TINY_LAYER weights with K <= 4096:
+    64-token halves (eight stages) on two CTAs per tile, however few SMs
+    that fills; not at K > 4096, not on a larger layer, not at M <= 8."""
+    def pick(M, N, K, sms=132):
+        return configs.heuristic(M, N, K, sms, wgmma=True)
+    for M, N, K, ctas in ((9, 4096, 4096, 64), (16, 2048, 2048, 32), (40, 4096, 4096, 64),
+                          (64, 512, 2048, 8), (64, 3584, 3584, 56), (16, 4608, 3584, 72)):
+        p = pick(M, N, K)
+        assert (p.config.tag, p.grid) == ("bn64_st8_ks2", (ctas, 1, 1)), (M, N, K, p)
+    assert not pick(16, 2048, 8192).config.KS, "each CTA would stream 4096 of K"
+    assert not pick(64, 4096, 14336).config.KS, "a larger layer"
+    assert pick(8, 4096, 4096).config.BN == 8, "decode of up to 8 tokens keeps its tile"
+    assert not pick(16, 4096, 4096, sms=60).config.KS, "64 CTAs past 97% of 60 SMs"
+    assert not pick(16, 4096, 3968).config.KS, "an odd count of k-blocks (31) does not halve"
 
 
 def test_forced_configs_of_every_family_still_plan(monkeypatch):
