@@ -627,7 +627,7 @@ def whole_tile_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> 
 # (cluster_split) and 512..1023 tokens run on 128-token tiles. (Decode of such
 # layers ran on the mma.sync decode kernel until session 19, when an H200
 # autotune of six smaller layers, 512 x 2048 to 4608 x 3584, found the
-# Hopper kernel's plan 1.05-1.36x faster at M = 1 and 1.00-1.39x at M = 16.)
+# Hopper kernel's plan 1.05-1.36x faster at M = 1 and 1.01-1.39x at M = 16.)
 TINY_LAYER = 4096 * 4096
 # Up to this many weights, 129..256 tokens run as two narrower tiles (more
 # tiles to spread over the SMs) rather than one wide one (RESULTS.md).
