@@ -41,7 +41,7 @@ $PY -m lqq info | tee "$OUT/info.txt"
 
 if step tests; then
 $PY -m pytest -q -p no:cacheprovider -m "not slow" tests 2>&1 | tee "$OUT/tests.txt"
-status+=("tests: $(tail -n 1 "$OUT/tests.txt")")
+status+=("tests: exit ${PIPESTATUS[0]} ($(tail -n 1 "$OUT/tests.txt"))")
 fi
 
 if ! step sanitizer; then
@@ -83,7 +83,7 @@ if [ -n "$cache" ] && [ -f "$cache" ]; then
   $PY benchmarks/heuristic_vs_tuned.py "$OUT/autotune-cache.json" 2>> "$OUT/autotune.err" | tail -n 1 >> "$OUT/autotune.txt"
   status+=("autotune file: \$OUT/autotune-cache.json (out of the cache: later steps run the heuristic)")
 else
-  status+=("autotune file: none at '${cache}' (see autotune.err)")
+  status+=("autotune file: none at '${cache}' (see autotune.err): exit 1")
 fi
 $PY benchmarks/first_call.py > "$OUT/first_call.txt" 2>&1
 status+=("first call: $(tr '\n' ';' < "$OUT/first_call.txt")")
@@ -147,12 +147,12 @@ for shape in ${NCU_SHAPES:-128,4096,4096 128,57344,8192}; do
     $PY benchmarks/ncu_case.py ${mnk//,/ } $cfg >> "$OUT/ncu.txt" 2>&1
   r1=$?
   ncu -i "$rep.ncu-rep" >> "$OUT/ncu.txt" 2>&1
-  status+=("ncu $shape: exit $r1 (profile), $? (details)")
+  status+=("ncu $shape: exit $r1 (profile), exit $? (details)")
   if [ "${NCU_SOURCE:-0}" = 1 ]; then   # the stall samples and raw metrics, as CSV
     ncu -i "$rep.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu-sass-$tag.csv" 2>> "$OUT/ncu.txt"
     r2=$?
     ncu -i "$rep.ncu-rep" --page raw --csv > "$OUT/ncu-raw-$tag.csv" 2>> "$OUT/ncu.txt"
-    status+=("ncu source $shape: exit $r2 (source page), $? (raw page)")
+    status+=("ncu source $shape: exit $r2 (source page), exit $? (raw page)")
   fi
 done
 fi
@@ -227,6 +227,7 @@ printf '%s\n' "${status[@]}"
 [ -f "$OUT/ab.txt" ] && { echo; echo "A/B of .ab trees:"; tail -n 40 "$OUT/ab.txt"; }
 [ -f "$OUT/bench.md" ] && { echo; cat "$OUT/bench.md"; }
 # the script's status: 1 where a step failed (a non-zero exit or failed
-# tests in its summary line), else 0 (not the status of the last test above)
-printf '%s\n' "${status[@]}" | grep -Eq 'exit [1-9]|(^|[^0-9.])[1-9][0-9]* (failed|errors?)' && exit 1
+# tests in its summary line), else 0 (not the status of the last test above;
+# grep reads all its input, so printf never dies of SIGPIPE under pipefail)
+printf '%s\n' "${status[@]}" | grep -E 'exit [1-9]|(^|[^0-9.])[1-9][0-9]* (failed|errors?)' > /dev/null && exit 1
 exit 0

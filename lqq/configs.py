@@ -495,7 +495,7 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     wide_many = cfg.BN == 256 and waves > 1
     # ... except two whole tiles a CTA: 224 256-token tiles on 112 CTAs
     # (28672 x 4096 at M = 256) beat stream-K on 132 by 1.04-1.05x in two
-    # H200 autotune runs; four or more tiles a CTA lost by 6-10% (M = 512 there,
+    # H200 autotune runs; four or more tiles a CTA lost by 6-11% (M = 512 there,
     # 57344 x 8192 at M = 256); past 256 tokens (one token tile) not timed
     if wide_many and M <= 256 and tiles <= 2 * slots and (ctas := whole_tile_ctas(cfg, M, N, K, sm_count)):
         return ctas
@@ -532,11 +532,12 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
     padded tokens than cfg's.
     Clusters of four lost everywhere (0.57-0.65x): the H200 holds 30 clusters
     of four at once (cuOccupancyMaxActiveClusters), so 32 take two rounds.
-    Layers of at most TINY_LAYER weights and K <= 4096 at 9..64 tokens take
-    64-token halves of one token tile on any share of the SMs (below)."""
+    Layers of at most TINY_LAYER weights at 9..64 tokens take 64-token
+    halves of one token tile on any share of the SMs, padding the tokens to
+    64 (below; at K <= 2048, or K <= 4096 from half TINY_LAYER weights)."""
     if cfg.C != 2 or cfg.MB or cfg.FX or cfg.KS or M > 512:     # (measured up to M = 512)
         return cfg
-    if 8 < M <= 64 and N * K <= TINY_LAYER and K <= 4096:
+    if 8 < M <= 64 and N * K <= TINY_LAYER and (K <= 2048 or (K <= 4096 and 2 * N * K >= TINY_LAYER)):
         # Few weights: a stream-K wave over every SM spends more on partial
         # sums than the weights take to stream, and 64-token halves in
         # clusters (eight stages) beat it even on a quarter of the SMs. H200
@@ -547,7 +548,11 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
         # CTAs) and 4096 x 4096 (64 x 4096 x 1024 and x 2048 in an A/B:
         # 1.45x and 1.70x); at M = 32 on 4096 x 4096, 0.99x (bn32 tiles). Not
         # where each CTA would stream more than 2048 of K: 2048 x 8192 on 32
-        # CTAs took 1.35-1.54x the time of the plans below.
+        # CTAs took 1.29-1.44x the time of the heuristic's plan below. A
+        # cluster's time follows the K it streams (about 5 us at 1024 of K a
+        # CTA, 8 at 2048, on every layer timed), so past 2048 of K only layers
+        # of at least half TINY_LAYER weights, where stream-K is slower still
+        # (the narrower ones, 1024 x 4096 or 512 x 3584, not timed).
         ks = cluster_ring(next(c for c in WGMMA_CONFIGS if c.KS == 2 and (c.BN, c.C) == (64, 2)), M, K)
         tiles, Q = wgmma_units(ks, M, N, K)
         if Q % 2 == 0 and 2 * tiles <= 0.97 * sm_count * ks.MINB:
@@ -577,13 +582,15 @@ def cluster_ring(ks: WgmmaConfig, M: int, K: int) -> WgmmaConfig:
     depth that leaves room for the push buffer (1.01x at 256 x 6144 x 4096,
     1.03x at 512 x 4096 x 4096), while at K = 8192 and past, four were
     1.05-1.08x (256 x 8192 x 8192, 512 x 4096 x 14336). Four elsewhere."""
+    if ks.C != 2 or ks.KS != 2:
+        return ks
     if ks.BN == 64 and M <= 64:
         want = (8, 2)
     elif ks.BN == 256 and K <= 4096:
         want = (3, 2)
     else:
         return ks
-    return next(c for c in WGMMA_CONFIGS if c.KS == ks.KS and (c.BN, c.STAGES, c.C) == (ks.BN, *want))
+    return next((c for c in WGMMA_CONFIGS if c.KS == ks.KS and (c.BN, c.STAGES, c.C) == (ks.BN, *want)), ks)
 
 
 def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int | None:
@@ -623,8 +630,8 @@ def whole_tile_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> 
 
 
 # Up to this many weights, 17..64 tokens stay on two consumer warpgroups,
-# 9..64 tokens split their 64-token tiles between clusters of two
-# (cluster_split) and 512..1023 tokens run on 128-token tiles. (Decode of such
+# 9..64 tokens run 64-token tiles split between clusters of two where K is
+# short enough (cluster_split) and 512..1023 tokens run on 128-token tiles. (Decode of such
 # layers ran on the mma.sync decode kernel until session 19, when an H200
 # autotune of six smaller layers, 512 x 2048 to 4608 x 3584, found the
 # Hopper kernel's plan 1.05-1.36x faster at M = 1 and 1.01-1.39x at M = 16.)

@@ -374,10 +374,14 @@ def test_dependent_launches_see_the_previous_kernels_output(monkeypatch, M, pdl)
     """With programmatic dependent launch (sm_90) a kernel may start while the
     previous one ends. The second GEMM quantizes the first one's output, which
     was poisoned just before, with no synchronization in between: it must see
-    the finished values, eagerly and replayed from a CUDA graph. (M = 40 and
-    257 run the Hopper GEMM, launched with PDL; 1 and 16 the decode kernel.)"""
+    the finished values, eagerly and replayed from a CUDA graph. (M = 1, 40
+    and 257 run the Hopper GEMM, launched with PDL; 16 is forced onto the
+    mma.sync decode kernel, which autotune may still pick on Hopper, so a
+    chain mixes it with PDL launches.)"""
     from lqq import launch
     monkeypatch.setenv("LQQ_PDL", pdl)
+    if M == 16:
+        monkeypatch.setenv("LQQ_FORCE_CONFIG", "decode_bm16_rb1_pf4_s8")
     assert launch.pdl_active() == (pdl == "1" and _is_sm90()), "PDL is what this test is about"
     rng = np.random.default_rng()
     K1, N1, N2 = 4096, 2048, 1024
@@ -455,8 +459,7 @@ def test_gemm_on_another_stream_after_the_packing(monkeypatch, M):
     the host waits for it there: a GEMM on another stream (another thread's,
     or stream=) right after, the Hopper kernel's first launch with PDL (it
     reads weights before its grid wait) included, reads finished arrays. On
-    Hopper, M = 1 is forced onto the Hopper kernel (the heuristic would run
-    the mma.sync decode kernel on a layer this small)."""
+    Hopper, M = 1 is forced onto a grid of five CTAs of the Hopper kernel."""
     if M == 1 and _is_sm90():
         monkeypatch.setenv("LQQ_FORCE_CONFIG", "wgmma_bn8_st8_c5")
     c = _packed_behind_spin(np.random.default_rng(), M)
@@ -769,12 +772,17 @@ def test_wgmma_heuristic_large_k_and_repeatable(M, N, K, G):
     (1, 512, 2048, 64, "bn8_st8"), (3, 4608, 3584, 64, "bn8_st8"), (16, 2048, 2048, 64, "bn64_st8_ks2"),
     (9, 3584, 3584, 128, "bn64_st8_ks2"), (40, 4096, 1024, 64, "bn64_st8_ks2"),
     (64, 512, 2048, 32, "bn64_st8_ks2"), (17, 2000, 2048, 64, "bn64_st8_ks2"),
-    (256, 28672, 4096, 64, "bn256_st4")])
+    (256, 28672, 4096, 64, "bn256_st4_c112")])
 def test_wgmma_heuristic_small_layers_exact(M, N, K, G, tag):
     """The default plans of small layers (decode on the Hopper kernel,
     64-token halves in clusters on a few SMs) and of 256-token tiles two a
     CTA: the plan is the one meant, bit-exact and repeatable."""
-    assert configs.heuristic(M, N, K, cp.cuda.Device().attributes["MultiProcessorCount"], wgmma=True).config.tag == tag
+    sms = cp.cuda.Device().attributes["MultiProcessorCount"]
+    p = configs.heuristic(M, N, K, sms, wgmma=True)
+    tile, _, ctas = tag.partition("_c")
+    assert p.config.tag == tile
+    if ctas and sms == 132:
+        assert p.grid[0] == int(ctas), "224 tiles, two a CTA"
     _heuristic_exact_and_repeatable(M, N, K, G)
 
 

@@ -255,7 +255,7 @@ def test_whole_tile_grids_give_each_cta_whole_tiles():
         assert (p.config.BN, p.grid) == (256, (112, 1, 1)), "224 tiles, two a CTA"
     for M, N, K in ((512, 28672, 4096), (256, 57344, 8192), (1024, 8192, 8192)):
         p = configs.heuristic(M, N, K, 132, wgmma=True)
-        assert p.config.BN == 256 and p.grid[0] in (128, 132), "four tiles a CTA, or past 256 tokens: stream-K"
+        assert (p.config.BN, p.grid[0]) == (256, 132), "four tiles a CTA, or past 256 tokens: stream-K"
 
 
 @pytest.mark.parametrize("M,N,K", SHAPES)
@@ -267,15 +267,15 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     assert configs.why_illegal(p, M, N, K) is None
     tiles, Q = configs.wgmma_units(p.config, M, N, K)
     slots = sms * p.config.MINB
-    # 9..64 tokens on a small layer at K <= 4096: 64-token halves in clusters
-    # of two on any share of the SMs
-    small_halves = 8 < M <= 64 and N * K <= configs.TINY_LAYER and K <= 4096
-    halves_fit = Q % 2 == 0 and 2 * tiles <= 0.97 * slots
-    if p.config.KS and small_halves:
-        assert (p.config.tag, p.grid[0]) == ("bn64_st8_ks2", 2 * tiles) and halves_fit, p
+    # 9..64 tokens on a small layer at short K (K <= 2048, or K <= 4096 from
+    # half TINY_LAYER weights): 64-token halves in clusters of two on any
+    # share of the SMs, wherever the halves fit
+    small_halves = 8 < M <= 64 and N * K <= configs.TINY_LAYER and (
+        K <= 2048 or (K <= 4096 and 2 * N * K >= configs.TINY_LAYER))
+    ks_tiles, ks_Q = configs.wgmma_units(configs.WgmmaConfig(64, 8, 2, KS=2), M, N, K)
+    if small_halves and ks_Q % 2 == 0 and 2 * ks_tiles <= 0.97 * sms:
+        assert (p.config.tag, p.grid[0]) == ("bn64_st8_ks2", 2 * ks_tiles), p
         return
-    assert not (small_halves and p.config.BN == 64 and p.config.C == 2 and halves_fit), \
-        "a small layer's tile the clusters of two take"
     if p.config.KS:
         # split in clusters of two (configs.cluster_split): 33..512 tokens, two
         # consumers, two CTAs per tile filling 70-97% of the SMs
@@ -741,17 +741,23 @@ def test_cluster_ring_changes_only_the_depth():
 
 
 def test_small_layers_split_64_token_tiles_between_clusters_of_two():
-    """9..64 tokens on layers of at most TINY_LAYER weights with K <= 4096:
-    64-token halves (eight stages) on two CTAs per tile, however few SMs
-    that fills; not at K > 4096, not on a larger layer, not at M <= 8."""
+    """9..64 tokens on layers of at most TINY_LAYER weights with K <= 2048
+    (K <= 4096 from half TINY_LAYER weights): 64-token halves (eight stages)
+    on two CTAs per tile, however few SMs that fills; not at longer K, not on
+    a larger layer, not at M <= 8."""
     def pick(M, N, K, sms=132):
         return configs.heuristic(M, N, K, sms, wgmma=True)
     for M, N, K, ctas in ((9, 4096, 4096, 64), (16, 2048, 2048, 32), (40, 4096, 4096, 64),
                           (64, 512, 2048, 8), (64, 3584, 3584, 56), (16, 4608, 3584, 72)):
         p = pick(M, N, K)
         assert (p.config.tag, p.grid) == ("bn64_st8_ks2", (ctas, 1, 1)), (M, N, K, p)
+    assert pick(16, 2048, 4096).config.KS, "4096 of K on a layer of half TINY_LAYER weights"
     assert not pick(16, 2048, 8192).config.KS, "each CTA would stream 4096 of K"
-    assert not pick(64, 4096, 14336).config.KS, "a larger layer"
+    assert not pick(16, 1024, 4096).config.KS, "2048 of K a CTA on a narrow layer"
+    assert not pick(16, 512, 3584).config.KS, "the same, 1792 of K a CTA"
+    assert pick(64, 1024, 2048).config.KS, "1024 of K a CTA"
+    assert not pick(16, 6144, 4096).config.KS, "a larger layer"
+    assert not pick(64, 4096, 14336).config.KS, "a larger layer, longer K"
     assert pick(8, 4096, 4096).config.BN == 8, "decode of up to 8 tokens keeps its tile"
     assert not pick(16, 4096, 4096, sms=60).config.KS, "64 CTAs past 97% of 60 SMs"
     assert not pick(16, 4096, 3968).config.KS, "an odd count of k-blocks (31) does not halve"
