@@ -553,14 +553,14 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
         # CTA, 8 at 2048, on every layer timed), so past 2048 of K only layers
         # of at least half TINY_LAYER weights, where stream-K is slower still
         # (the narrower ones, 1024 x 4096 or 512 x 3584, not timed).
-        ks = cluster_ring(next(c for c in WGMMA_CONFIGS if c.KS == 2 and (c.BN, c.C) == (64, 2)), M, K)
+        ks = cluster_ring(_cluster_tile(64), M, K)
         tiles, Q = wgmma_units(ks, M, N, K)
         if Q % 2 == 0 and 2 * tiles <= 0.97 * sm_count * ks.MINB:
             return ks
     slots = sm_count * cfg.MINB
     widths = [cfg.BN] + [2 * cfg.BN] * (M > cfg.BN) + [cfg.BN // 2] * (N * K <= TINY_LAYER and M <= 256)
     for bn in widths:
-        ks = next((c for c in WGMMA_CONFIGS if c.KS == 2 and (c.BN, c.C) == (bn, 2)), None)
+        ks = _cluster_tile(bn)
         if ks is None:
             continue
         tiles, Q = wgmma_units(ks, M, N, K)
@@ -584,13 +584,15 @@ def cluster_ring(ks: WgmmaConfig, M: int, K: int) -> WgmmaConfig:
     1.05-1.08x (256 x 8192 x 8192, 512 x 4096 x 14336). Four elsewhere."""
     if ks.C != 2 or ks.KS != 2:
         return ks
-    if ks.BN == 64 and M <= 64:
-        want = (8, 2)
-    elif ks.BN == 256 and K <= 4096:
-        want = (3, 2)
-    else:
-        return ks
-    return next((c for c in WGMMA_CONFIGS if c.KS == ks.KS and (c.BN, c.STAGES, c.C) == (ks.BN, *want)), ks)
+    stages = 8 if ks.BN == 64 and M <= 64 else 3 if ks.BN == 256 and K <= 4096 else None
+    return (stages and _cluster_tile(ks.BN, stages)) or ks
+
+
+def _cluster_tile(bn: int, stages: int | None = None) -> WgmmaConfig | None:
+    """The shipped clusters-of-two tile of two consumers and `bn` tokens with
+    `stages` stages (None: the first listed, four stages), or None."""
+    return next((c for c in WGMMA_CONFIGS if c.KS == 2 and (c.BN, c.C) == (bn, 2)
+                 and stages in (None, c.STAGES)), None)
 
 
 def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int | None:
@@ -631,10 +633,11 @@ def whole_tile_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> 
 
 # Up to this many weights, 17..64 tokens stay on two consumer warpgroups,
 # 9..64 tokens run 64-token tiles split between clusters of two where K is
-# short enough (cluster_split) and 512..1023 tokens run on 128-token tiles. (Decode of such
-# layers ran on the mma.sync decode kernel until session 19, when an H200
-# autotune of six smaller layers, 512 x 2048 to 4608 x 3584, found the
-# Hopper kernel's plan 1.05-1.36x faster at M = 1 and 1.01-1.39x at M = 16.)
+# short enough (cluster_split) and 512..1023 tokens run on 128-token tiles.
+# (Decode of such layers ran on the mma.sync decode kernel until session 19,
+# when an H200 autotune of six smaller layers, 512 x 2048 to 4608 x 3584,
+# found the Hopper kernel's plan 1.05-1.36x faster at M = 1 and 1.01-1.39x at
+# M = 16.)
 TINY_LAYER = 4096 * 4096
 # Up to this many weights, 129..256 tokens run as two narrower tiles (more
 # tiles to spread over the SMs) rather than one wide one (RESULTS.md).
@@ -646,26 +649,26 @@ BIG_LAYER = 28672 * 4096
 
 def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Plan:
     """``wgmma``: the GPU and the weight can run the Hopper kernel
-    (configs.wgmma_eligible), which then takes every M on a persistent grid (wgmma_for picks the tile,
-    cluster_split may split it between two CTAs, wgmma_grid the CTAs; RESULTS.md has the measurements). Otherwise,
-    few tokens (M <= 16): the decode kernel; K is
-    split so that a CTA streams at most 32 k-blocks (2048 k) and there are at
+    (configs.wgmma_eligible), which then takes every M on a persistent grid
+    (wgmma_for picks the tile, cluster_split may split it between two CTAs,
+    wgmma_grid the CTAs; RESULTS.md has the measurements). Otherwise, few
+    tokens (M <= 16): the decode kernel; K is split so that a CTA streams at most 32 k-blocks (2048 k) and there are at
     least four CTAs per SM (a sweep on the H100, benchmarks/tune_decode.py).
     More tokens: the general kernel, the smallest BM that covers M (at most
     128), two slabs per CTA once the grid is large anyway, split K to reach two
     CTAs per SM."""
+    if wgmma:
+        # Hopper: a persistent stream-K grid of as many CTAs as fit at once
+        cfg = cluster_split(wgmma_for(M, N, K, sm_count), M, N, K, sm_count)
+        return wgmma_plan(cfg, M, N, K, sm_count)
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)
-    if M <= 16 and not wgmma:
+    if M <= 16:
         # two slabs per CTA paid off only for 16 tokens on wide layers
         cfg = DecodeConfig(8, 1, 4) if M <= 8 else DecodeConfig(16, 2 if Nb >= 2 * sm_count else 1, 4)
         ctas = -(-Nb // cfg.RB)
         splits = max(-(-Kb // 32), -(-4 * sm_count // ctas))
         return plan(cfg, M, N, K, min(splits, max(1, Kb // 4)))
-    if wgmma:
-        # Hopper: a persistent stream-K grid of as many CTAs as fit at once
-        cfg = cluster_split(wgmma_for(M, N, K, sm_count), M, N, K, sm_count)
-        return wgmma_plan(cfg, M, N, K, sm_count)
     BM = next((b for b in MMA_BM if b >= M), MMA_BM[-1])
     tiles_m = -(-M // BM)
     RB = 2 if Nb * tiles_m >= 4 * sm_count else 1
