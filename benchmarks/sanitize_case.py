@@ -35,7 +35,8 @@ if cp.cuda.Device().compute_capability == "90":
               ("wgmma_bn128_st4_ks2", 130, 300, 1024),    # KS_PUSH: st.async into the peer
               ("wgmma_bn64_st8_wg4_ks2", 40, 500, 2048),
               ("wgmma_bn256_st3_ks2", 260, 200, 1024),    # KS_PUSH with a 64 KB buffer
-              ("wgmma_bn64_st8_ks2", 16, 512, 2048)]    # a small layer at 16 tokens: 8 CTAs
+              ("wgmma_bn64_st8_ks2", 16, 512, 2048),     # a small layer at 16 tokens: 8 CTAs
+              ("wgmma_bn64_st4_ks4", 16, 512, 2048)]     # the same in clusters of four: 16 CTAs
 only = os.environ.get("LQQ_SANITIZE_ONLY", "")        # a substring: run the matching cases only
 for force, M, N, K in [c for c in CASES if only in c[0]]:
     os.environ["LQQ_FORCE_CONFIG"] = force

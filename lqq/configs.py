@@ -480,6 +480,13 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
     if cfg.KS:
         return tiles * cfg.KS
     slots = sm_count * cfg.MINB
+    if Q * packing.K_ALIGN <= 1024 and tiles <= slots:
+        # at K <= 1024 a whole tile takes about as long as a stream-K piece
+        # and its partial sums: 4096 x 1024 at M = 1 on 32 CTAs 3.9 us, on
+        # 256 4.8; 14336 x 1024 at M = 1 and 16 on 112 CTAs 4.5 and 4.8 us,
+        # on 264 6.6 and 7.2 (H200 autotune, session 20). From 2048 of K
+        # stream-K wins (2048 x 2048 at M = 1: 5.4 us on 256 CTAs, 6.6 on 16)
+        return tiles
     waves = tiles / slots
     # (from 0.7 waves: 96 256-token tiles on 132 SMs, 1.09x stream-K, H200)
     whole_waves = 0.7 <= waves <= 1 or (waves > 1 and -(-tiles // slots) / waves <= 1.08)
@@ -532,31 +539,10 @@ def cluster_split(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> Wg
     padded tokens than cfg's.
     Clusters of four lost everywhere (0.57-0.65x): the H200 holds 30 clusters
     of four at once (cuOccupancyMaxActiveClusters), so 32 take two rounds.
-    Layers of at most TINY_LAYER weights at 9..64 tokens take 64-token
-    halves of one token tile on any share of the SMs, padding the tokens to
-    64 (below; at K <= 2048, or K <= 4096 from half TINY_LAYER weights)."""
+    Layers of at most TINY_LAYER weights at 9..512 tokens have their own
+    rule (tiny_layer_tile), which the heuristic asks first."""
     if cfg.C != 2 or cfg.MB or cfg.FX or cfg.KS or M > 512:     # (measured up to M = 512)
         return cfg
-    if 8 < M <= 64 and N * K <= TINY_LAYER and (K <= 2048 or (K <= 4096 and 2 * N * K >= TINY_LAYER)):
-        # Few weights: a stream-K wave over every SM spends more on partial
-        # sums than the weights take to stream, and 64-token halves in
-        # clusters (eight stages) beat it even on a quarter of the SMs. H200
-        # autotune, session 19: at M = 16, 1.05-1.60x the heuristic's wgmma
-        # plan on 2048 x 2048, 3584 x 3584, 4096 x 1024, 4096 x 2048,
-        # 4096 x 4096 and 512 x 2048 (0.98x on 4608 x 3584); at M = 64,
-        # 1.14-1.89x on 2048 x 2048 (32 CTAs), 3584 x 3584, 512 x 2048 (8
-        # CTAs) and 4096 x 4096 (64 x 4096 x 1024 and x 2048 in an A/B:
-        # 1.45x and 1.70x); at M = 32 on 4096 x 4096, 0.99x (bn32 tiles). Not
-        # where each CTA would stream more than 2048 of K: 2048 x 8192 on 32
-        # CTAs took 1.29-1.44x the time of the heuristic's plan below. A
-        # cluster's time follows the K it streams (about 5 us at 1024 of K a
-        # CTA, 8 at 2048, on every layer timed), so past 2048 of K only layers
-        # of at least half TINY_LAYER weights, where stream-K is slower still
-        # (the narrower ones, 1024 x 4096 or 512 x 3584, not timed).
-        ks = cluster_ring(_cluster_tile(64), M, K)
-        tiles, Q = wgmma_units(ks, M, N, K)
-        if Q % 2 == 0 and 2 * tiles <= 0.97 * sm_count * ks.MINB:
-            return ks
     slots = sm_count * cfg.MINB
     widths = [cfg.BN] + [2 * cfg.BN] * (M > cfg.BN) + [cfg.BN // 2] * (N * K <= TINY_LAYER and M <= 256)
     for bn in widths:
@@ -588,11 +574,53 @@ def cluster_ring(ks: WgmmaConfig, M: int, K: int) -> WgmmaConfig:
     return (stages and _cluster_tile(ks.BN, stages)) or ks
 
 
-def _cluster_tile(bn: int, stages: int | None = None) -> WgmmaConfig | None:
-    """The shipped clusters-of-two tile of two consumers and `bn` tokens with
-    `stages` stages (None: the first listed, four stages), or None."""
-    return next((c for c in WGMMA_CONFIGS if c.KS == 2 and (c.BN, c.C) == (bn, 2)
+def _cluster_tile(bn: int, stages: int | None = None, ks: int = 2) -> WgmmaConfig | None:
+    """The shipped tile of two consumers and `bn` tokens split between
+    clusters of `ks` CTAs, with `stages` stages (None: the first listed, four
+    stages), or None."""
+    return next((c for c in WGMMA_CONFIGS if c.KS == ks and (c.BN, c.C) == (bn, 2)
                  and stages in (None, c.STAGES)), None)
+
+
+def tiny_layer_tile(M: int, N: int, K: int, sm_count: int) -> WgmmaConfig | None:
+    """The tile for 9..512 tokens on a layer of at most TINY_LAYER weights, or
+    None (then wgmma_for and cluster_split choose). Such a layer has few
+    tiles, and a stream-K wave over every SM cuts each into many short
+    pieces whose partial sums one CTA then reads back one by one: 16 pieces
+    of a 128 x 128 tile took 14.5 us at 128 x 512 x 2048, where the same
+    weights in 32 clusters took 4.7. Instead, 64-token tiles up to 256
+    tokens (128-token ones past that), each split between a cluster of CTAs
+    (partial sums through distributed shared memory) so that every CTA
+    streams 512 to 2048 of K: in clusters of four where there are at most 8
+    tiles, of two where the pairs fit the SMs, else, at K <= 1024 past 16
+    tokens, whole tiles one a CTA. H200 autotune (RESULTS.md, sessions 19
+    and 20), on 512 x 2048, 512 x 3584, 1024 x 1024, 1024 x 4096, 2048 x 512,
+    2048 x 2048, 3584 x 3584, 4096 x 1024, 4096 x 2048, 4096 x 4096 and
+    4608 x 3584 at M = 16, 64, 128, 256 and 512: the best plan or within
+    1.01-1.12x of it in every problem it decides, where the stream-K wave
+    took up to 3.06x. Clusters of four lost with more tiles (512 x 2048 at
+    M = 256, 16 tiles: 1.06x two), and so did pairs whose CTAs stream less
+    than 512 of K (2048 x 512 at M = 256 and 512: 1.15-1.18x whole tiles)
+    or more than 2048 (2048 x 8192 at M = 16: 1.29-1.44x the stream-K wave).
+    At 9..16 tokens the narrower tile of wgmma_for stays where no cluster
+    fits (14336 x 1024 at M = 16: 4.8 us on 16-token tiles, 6.0 on 64)."""
+    if not (8 < M <= 512 and N * K <= TINY_LAYER):
+        return None
+    bn = 64 if M <= 256 else 128
+    whole = WgmmaConfig(bn, 4)
+    tiles, Q = wgmma_units(whole, M, N, K)
+    k_a_cta = lambda ks: Q * packing.K_ALIGN // ks      # K each CTA streams
+    quad = _cluster_tile(bn, ks=4)
+    fits = lambda ks: ks.KS * tiles <= 0.97 * sm_count * ks.MINB and Q % ks.KS == 0 \
+        and 512 <= k_a_cta(ks.KS) <= 2048
+    if quad and tiles <= 8 and fits(quad):
+        return quad
+    pair = cluster_ring(_cluster_tile(bn), M, K)
+    if fits(pair):
+        return pair
+    if M > 16 and K <= 1024 and tiles <= sm_count * whole.MINB:
+        return whole
+    return None
 
 
 def aligned_ctas(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int | None:
@@ -659,7 +687,8 @@ def heuristic(M: int, N: int, K: int, sm_count: int, wgmma: bool = False) -> Pla
     CTAs per SM."""
     if wgmma:
         # Hopper: a persistent stream-K grid of as many CTAs as fit at once
-        cfg = cluster_split(wgmma_for(M, N, K, sm_count), M, N, K, sm_count)
+        cfg = tiny_layer_tile(M, N, K, sm_count) or cluster_split(
+            wgmma_for(M, N, K, sm_count), M, N, K, sm_count)
         return wgmma_plan(cfg, M, N, K, sm_count)
     Nb = -(-N // packing.ROW_BLOCK)
     Kb = -(-K // packing.K_ALIGN) * (packing.K_ALIGN // packing.K_BLOCK)

@@ -771,18 +771,23 @@ def test_wgmma_heuristic_large_k_and_repeatable(M, N, K, G):
 @pytest.mark.parametrize("M,N,K,G,tag", [
     (1, 512, 2048, 64, "bn8_st8"), (3, 4608, 3584, 64, "bn8_st8"), (16, 2048, 2048, 64, "bn64_st8_ks2"),
     (9, 3584, 3584, 128, "bn64_st8_ks2"), (40, 4096, 1024, 64, "bn64_st8_ks2"),
-    (64, 512, 2048, 32, "bn64_st8_ks2"), (17, 2000, 2048, 64, "bn64_st8_ks2"),
+    (64, 512, 1792, 32, "bn64_st8_ks2"), (17, 2000, 2048, 64, "bn64_st8_ks2"),
+    (16, 512, 3584, 64, "bn64_st4_ks4_c16"), (40, 1000, 4096, 128, "bn64_st4_ks4_c32"),
+    (100, 512, 2048, 64, "bn64_st4_ks4_c32"), (129, 1024, 1024, 64, "bn64_st4_ks2_c48"),
+    (257, 1024, 1024, 32, "bn128_st4_ks2_c48"), (200, 2048, 512, 64, "bn64_st4_c64"),
+    (3, 4096, 1024, 64, "bn8_st8_c32"), (16, 14336, 1024, 64, "bn16_st8_c112"),
     (256, 28672, 4096, 64, "bn256_st4_c112")])
 def test_wgmma_heuristic_small_layers_exact(M, N, K, G, tag):
     """The default plans of small layers (decode on the Hopper kernel,
-    64-token halves in clusters on a few SMs) and of 256-token tiles two a
-    CTA: the plan is the one meant, bit-exact and repeatable."""
+    64-token tiles split between clusters of two or four on a few SMs, whole
+    tiles at K <= 1024) and of 256-token tiles two a CTA: the plan is the one
+    meant, bit-exact and repeatable."""
     sms = cp.cuda.Device().attributes["MultiProcessorCount"]
     p = configs.heuristic(M, N, K, sms, wgmma=True)
     tile, _, ctas = tag.partition("_c")
     assert p.config.tag == tile
     if ctas and sms == 132:
-        assert p.grid[0] == int(ctas), "224 tiles, two a CTA"
+        assert p.grid[0] == int(ctas), "the grid meant"
     _heuristic_exact_and_repeatable(M, N, K, G)
 
 

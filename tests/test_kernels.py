@@ -162,7 +162,8 @@ SHAPES = [(1, 64, 64), (3, 100, 96), (17, 4096, 4096), (100, 130, 384), (257, 28
           (32, 8192, 8192), (60, 28672, 4096), (384, 6144, 4096), (512, 4096, 14336),
           (300, 4096, 4096), (448, 4096, 4096), (400, 1024, 4096),
           (600, 57344, 8192), (2048, 8192, 8192),
-          (16, 2048, 2048), (40, 512, 2048), (64, 4096, 4096), (12, 2048, 8192), (256, 28672, 4096)]
+          (16, 2048, 2048), (40, 512, 2048), (64, 4096, 4096), (12, 2048, 8192), (256, 28672, 4096),
+          (16, 512, 3584), (128, 1024, 1024), (300, 2048, 512), (1, 4096, 1024), (200, 4096, 1024)]
 
 
 @pytest.mark.parametrize("M,N,K", SHAPES)
@@ -267,15 +268,22 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     assert configs.why_illegal(p, M, N, K) is None
     tiles, Q = configs.wgmma_units(p.config, M, N, K)
     slots = sms * p.config.MINB
-    # 9..64 tokens on a small layer at short K (K <= 2048, or K <= 4096 from
-    # half TINY_LAYER weights): 64-token halves in clusters of two on any
-    # share of the SMs, wherever the halves fit
-    small_halves = 8 < M <= 64 and N * K <= configs.TINY_LAYER and (
-        K <= 2048 or (K <= 4096 and 2 * N * K >= configs.TINY_LAYER))
-    ks_tiles, ks_Q = configs.wgmma_units(configs.WgmmaConfig(64, 8, 2, KS=2), M, N, K)
-    if small_halves and ks_Q % 2 == 0 and 2 * ks_tiles <= 0.97 * sms:
-        assert (p.config.tag, p.grid[0]) == ("bn64_st8_ks2", 2 * ks_tiles), p
+    # 9..512 tokens on a layer of at most TINY_LAYER weights: 64-token tiles
+    # (128 past 256 tokens) split between clusters of four (at most 8 tiles)
+    # or two, each CTA streaming 512..2048 of K, else whole tiles at K <= 1024
+    tiny = configs.tiny_layer_tile(M, N, K, sms)
+    assert (tiny is not None) <= (8 < M <= 512 and N * K <= configs.TINY_LAYER)
+    if tiny:
+        assert p.config == tiny and tiny.C == 2 and tiny.BN == (64 if M <= 256 else 128), p
+        if tiny.KS:
+            assert p.grid[0] == tiny.KS * tiles <= 0.97 * slots and Q % tiny.KS == 0
+            assert 512 <= Q * packing.K_ALIGN // tiny.KS <= 2048, "each CTA streams 512..2048 of K"
+            assert tiny.KS == 2 or tiles <= 8, "clusters of four on at most 8 tiles"
+        else:
+            assert M > 16 and K <= 1024 and p.grid[0] == tiles <= slots, "whole tiles, one a CTA"
         return
+    if K <= 1024 and tiles <= slots and not p.config.KS:
+        assert p.grid[0] == tiles, "whole tiles at K <= 1024, where they fit one wave"
     if p.config.KS:
         # split in clusters of two (configs.cluster_split): 33..512 tokens, two
         # consumers, two CTAs per tile filling 70-97% of the SMs
@@ -300,7 +308,7 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     if p.grid[0] == tiles and tiles > slots:
         assert -(-tiles // slots) * slots <= 1.08 * tiles, "whole waves, nearly"
     if p.grid[0] == tiles and tiles * Q > slots:
-        assert tiles >= 0.7 * slots, "stream-K when one CTA per tile leaves SMs idle"
+        assert tiles >= 0.7 * slots or K <= 1024, "stream-K when one CTA per tile leaves SMs idle (from 2048 of K)"
     small = N * K <= configs.SMALL_LAYER
     big = N * K >= configs.BIG_LAYER
     if M <= 128:
@@ -740,27 +748,40 @@ def test_cluster_ring_changes_only_the_depth():
                 assert r.KS_PUSH or not ks.KS_PUSH
 
 
-def test_small_layers_split_64_token_tiles_between_clusters_of_two():
-    """9..64 tokens on layers of at most TINY_LAYER weights with K <= 2048
-    (K <= 4096 from half TINY_LAYER weights): 64-token halves (eight stages)
-    on two CTAs per tile, however few SMs that fills; not at longer K, not on
-    a larger layer, not at M <= 8."""
+def test_tiny_layers_split_tiles_between_clusters_or_keep_them_whole():
+    """9..512 tokens on layers of at most TINY_LAYER weights
+    (configs.tiny_layer_tile): 64-token tiles (128 past 256 tokens) split
+    between clusters of four where there are at most 8 tiles, of two where
+    the pairs fit the SMs, so each CTA streams 512..2048 of K; else whole
+    tiles at K <= 1024; else the general rules. Whole tiles at K <= 1024 at
+    any M where they fit one wave (wgmma_grid)."""
     def pick(M, N, K, sms=132):
-        return configs.heuristic(M, N, K, sms, wgmma=True)
-    for M, N, K, ctas in ((9, 4096, 4096, 64), (16, 2048, 2048, 32), (40, 4096, 4096, 64),
-                          (64, 512, 2048, 8), (64, 3584, 3584, 56), (16, 4608, 3584, 72)):
-        p = pick(M, N, K)
-        assert (p.config.tag, p.grid) == ("bn64_st8_ks2", (ctas, 1, 1)), (M, N, K, p)
-    assert pick(16, 2048, 4096).config.KS, "4096 of K on a layer of half TINY_LAYER weights"
-    assert not pick(16, 2048, 8192).config.KS, "each CTA would stream 4096 of K"
-    assert not pick(16, 1024, 4096).config.KS, "2048 of K a CTA on a narrow layer"
-    assert not pick(16, 512, 3584).config.KS, "the same, 1792 of K a CTA"
-    assert pick(64, 1024, 2048).config.KS, "1024 of K a CTA"
-    assert not pick(16, 6144, 4096).config.KS, "a larger layer"
-    assert not pick(64, 4096, 14336).config.KS, "a larger layer, longer K"
-    assert pick(8, 4096, 4096).config.BN == 8, "decode of up to 8 tokens keeps its tile"
-    assert not pick(16, 4096, 4096, sms=60).config.KS, "64 CTAs past 97% of 60 SMs"
-    assert not pick(16, 4096, 3968).config.KS, "an odd count of k-blocks (31) does not halve"
+        p = configs.heuristic(M, N, K, sms, wgmma=True)
+        return p.config.tag, p.grid[0]
+    for M, N, K, want in (
+            (9, 4096, 4096, ("bn64_st8_ks2", 64)), (16, 2048, 2048, ("bn64_st8_ks2", 32)),
+            (40, 4096, 4096, ("bn64_st8_ks2", 64)), (64, 3584, 3584, ("bn64_st8_ks2", 56)),
+            (16, 4608, 3584, ("bn64_st8_ks2", 72)), (16, 2048, 4096, ("bn64_st8_ks2", 32)),
+            (64, 512, 2048, ("bn64_st4_ks4", 16)), (16, 512, 3584, ("bn64_st4_ks4", 16)),
+            (64, 1024, 4096, ("bn64_st4_ks4", 32)), (128, 512, 2048, ("bn64_st4_ks4", 32)),
+            (256, 512, 2048, ("bn64_st4_ks2", 32)),             # 16 tiles: pairs
+            (128, 1024, 1024, ("bn64_st4_ks2", 32)), (256, 1024, 1024, ("bn64_st4_ks2", 64)),
+            (512, 1024, 1024, ("bn128_st4_ks2", 64)), (512, 512, 2048, ("bn128_st4_ks2", 32)),
+            (256, 2048, 512, ("bn64_st4", 64)),     # 256 of K a CTA in pairs: whole tiles
+            (512, 2048, 512, ("bn128_st4", 64)), (256, 4096, 1024, ("bn64_st4", 128)),
+            (16, 2048, 512, ("bn16_st8", 16)),      # up to 16 tokens wgmma_for's tile, whole
+            (1, 4096, 1024, ("bn8_st8", 32)), (16, 14336, 1024, ("bn16_st8", 112))):
+        assert pick(M, N, K) == want, (M, N, K)
+    assert pick(1, 2048, 2048) == ("bn8_st8", 256), "stream-K from 2048 of K"
+    assert pick(16, 2048, 8192)[0] == "bn16_st8", "4096 of K a CTA in pairs, 16 tiles: the general rules"
+    assert pick(16, 6144, 4096)[0] == "bn16_st8", "a larger layer"
+    assert pick(64, 4096, 14336)[0] == "bn64_st4", "a larger layer, longer K"
+    assert pick(8, 4096, 4096)[0] == "bn8_st8", "decode of up to 8 tokens keeps its tile"
+    assert pick(256, 4096, 4096) == ("bn128_st4_ks2", 128), "128 tiles: the pairs do not fit, cluster_split"
+    assert pick(16, 4096, 4096, sms=60)[0] != "bn64_st8_ks2", "64 CTAs past 97% of 60 SMs"
+    assert pick(16, 4096, 3968)[0] != "bn64_st8_ks2", "an odd count of k-blocks (31) does not halve"
+    assert pick(16, 512, 2048, sms=12)[0] == "bn64_st8_ks2", "16 CTAs past 97% of 12 SMs: pairs"
+    assert configs.tiny_layer_tile(9, 63, 65536, 1) is None, "16384 of K a CTA in clusters of four"
 
 
 def test_forced_configs_of_every_family_still_plan(monkeypatch):
