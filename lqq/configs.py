@@ -387,8 +387,8 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
     H200: RESULTS.md; benchmarks/heuristic_vs_tuned.py checks this function
     against a stored autotune run). The narrowest tile that covers M up to
     128 tokens; more consumer warpgroups where the layer has tiles to spare
-    (decode and 17..64 tokens on large layers, 65..96, 97..128 on large
-    layers); one 192-token tile for 129..192 and one 256-token tile for
+    (decode from MID_LAYER weights, 17..64 tokens on large layers, 65..96,
+    97..128 on large layers); one 192-token tile for 129..192 and one 256-token tile for
     193..256 on larger layers, two narrower tiles on small ones; 256 once
     M >= 1024, from 512 on all but the smallest layers, or M >= 256 on wide
     layers (N >= 8192), where the wider B tile halves the weight traffic per
@@ -438,20 +438,21 @@ def wgmma_for(M: int, N: int, K: int, sm_count: int = 132) -> WgmmaConfig:
         # layers (H100), 1.07x on 28672 x 4096 (H200); slower on smaller ones
         return WgmmaConfig(128, 6, 3)
     bn = next(b for b in (8, 16, 32, 64, 128) if b >= M or b == 128)
-    if M <= 16 and big:
-        # six consumer warpgroups per SM (two CTAs of three) for up to 8
-        # tokens: 1.03-1.06x two CTAs of two on 28672 x 4096 (H200), and the
-        # best there over one CTA of four or six (1.01x, three H200 autotune
-        # runs); from K = 8192 one CTA of four (or six) won instead, 1.02x on
-        # 57344 x 8192 and 8192 x 28672 at M = 1 and 4 (0.0638 against 0.0651 ms,
-        # 0.0352 against 0.0360: H200 autotune, 2026-12-03, as in the runs
-        # before), but where the two-CTA tile lets the quantization fuse
-        # (configs.fused_pays: 2.3 us saved on 16384 x 8192 at M = 1). For
-        # 9..16 tokens one CTA of four: 1.02-1.04x on 57344 x 8192 and 8192
-        # x 28672, even on 28672 x 4096 (H200 autotune at M = 1, 4 and 16)
-        if bn == 8:
+    if M <= 16 and N * K >= MID_LAYER:
+        # one CTA of four consumer warpgroups per SM (wg4, unsigned A since
+        # session 19): H200 autotune at head, session 20, against two CTAs of
+        # two (or of three) per SM, 1.05-1.12x at M = 1 and 4 on 8192 x 8192,
+        # 4096 x 14336, 12288 x 4096, 16384 x 4096, 22016 x 4096 and 15360 x
+        # 5120 (1.01x on 10240 x 8192), 1.01-1.08x at M = 16 (12288 x 4096:
+        # 0.96x); below MID_LAYER it lost (6144 x 4096: 0.96x, 16384 x 2048:
+        # 0.74-0.86x). On the largest layers two CTAs of three (WIDE_DECODE)
+        # stay where the quantization fuses into them (configs.fused_pays:
+        # 2.2-2.6 us saved on 28672 x 4096 at M = 1 and 2, about what wg4
+        # gains there, 1.9 us), elsewhere wg4 won (28672 x 4096 at M = 4:
+        # 1.09x; 57344 x 8192, 8192 x 28672 at M = 1..16: 1.00-1.02x)
+        if bn == 8 and big:
             wide = WIDE_DECODE[8]
-            if K <= 4096 or fused_pays(wgmma_plan(wide, M, N, K, sm_count), M, K):
+            if fused_pays(wgmma_plan(wide, M, N, K, sm_count), M, K):
                 return wide
         return WgmmaConfig(bn, 8, 4)
     if M > 256:
@@ -488,8 +489,13 @@ def wgmma_grid(cfg: WgmmaConfig, M: int, N: int, K: int, sm_count: int) -> int:
         # stream-K wins (2048 x 2048 at M = 1: 5.4 us on 256 CTAs, 6.6 on 16)
         return tiles
     waves = tiles / slots
-    # (from 0.7 waves: 96 256-token tiles on 132 SMs, 1.09x stream-K, H200)
-    whole_waves = 0.7 <= waves <= 1 or (waves > 1 and -(-tiles // slots) / waves <= 1.08)
+    # (from 0.7 waves: 96 256-token tiles on 132 SMs, 1.09x stream-K, H200;
+    # for decode tiles, two CTAs an SM, at most one tile an SM from 0.7 of
+    # the SMs: 128 tiles of 16384 x 2048 at M = 1 and 16, 7.5 us against 9.5
+    # on 256 CTAs; not past one an SM: 150 tiles of 28672 x 4096 at M = 1,
+    # two CTAs of three an SM, 1.38x stream-K on 264; H200 autotune, session 20)
+    whole_waves = (0.7 <= waves <= 1 or (waves > 1 and -(-tiles // slots) / waves <= 1.08)
+                   or 0.7 * sm_count <= tiles <= sm_count)
     # short tiles in many waves: one persistent wave saves every CTA's
     # pipeline fill and launch (28672 x 4096 at M = 1024 / 4096, 6.8 / 27
     # waves: 0.255 vs 0.297 ms, 0.99 vs 1.16 ms; at K >= 8192 one CTA per tile won)
@@ -670,8 +676,12 @@ TINY_LAYER = 4096 * 4096
 # Up to this many weights, 129..256 tokens run as two narrower tiles (more
 # tiles to spread over the SMs) rather than one wide one (RESULTS.md).
 SMALL_LAYER = 6144 * 4096
-# From this many weights, decode, 33..64 and 97..128 tokens run on more
-# consumer warpgroups per SM (the fewer, larger tiles still fill the SMs).
+# From this many weights, decode runs on one CTA of four consumer warpgroups
+# per SM (wgmma_for).
+MID_LAYER = 12288 * 4096
+# From this many weights, 33..64 and 97..128 tokens run on more consumer
+# warpgroups per SM (the fewer, larger tiles still fill the SMs), and decode
+# on two CTAs of three where the quantization fuses into them.
 BIG_LAYER = 28672 * 4096
 
 

@@ -776,11 +776,14 @@ def test_wgmma_heuristic_large_k_and_repeatable(M, N, K, G):
     (100, 512, 2048, 64, "bn64_st4_ks4_c32"), (129, 1024, 1024, 64, "bn64_st4_ks2_c48"),
     (257, 1024, 1024, 32, "bn128_st4_ks2_c48"), (200, 2048, 512, 64, "bn64_st4_c64"),
     (3, 4096, 1024, 64, "bn8_st8_c32"), (16, 14336, 1024, 64, "bn16_st8_c112"),
+    (1, 16384, 2048, 64, "bn8_st8_c128"), (5, 28672, 4096, 64, "bn8_st8_wg4_c112"),
+    (1, 12288, 4096, 128, "bn8_st8_wg4_c132"),
     (256, 28672, 4096, 64, "bn256_st4_c112")])
 def test_wgmma_heuristic_small_layers_exact(M, N, K, G, tag):
     """The default plans of small layers (decode on the Hopper kernel,
     64-token tiles split between clusters of two or four on a few SMs, whole
-    tiles at K <= 1024) and of 256-token tiles two a CTA: the plan is the one
+    tiles at K <= 1024), of decode with one tile an SM or one CTA of four
+    consumers an SM, and of 256-token tiles two a CTA: the plan is the one
     meant, bit-exact and repeatable."""
     sms = cp.cuda.Device().attributes["MultiProcessorCount"]
     p = configs.heuristic(M, N, K, sms, wgmma=True)

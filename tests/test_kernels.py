@@ -308,19 +308,19 @@ def test_hopper_heuristic_plans_are_legal(M, N, K, sms):
     if p.grid[0] == tiles and tiles > slots:
         assert -(-tiles // slots) * slots <= 1.08 * tiles, "whole waves, nearly"
     if p.grid[0] == tiles and tiles * Q > slots:
-        assert tiles >= 0.7 * slots or K <= 1024, "stream-K when one CTA per tile leaves SMs idle (from 2048 of K)"
+        assert tiles >= 0.7 * sms or K <= 1024, "stream-K when one CTA per tile leaves SMs idle (from 2048 of K)"
     small = N * K <= configs.SMALL_LAYER
     big = N * K >= configs.BIG_LAYER
     if M <= 128:
         assert p.config.BN >= M, "one tile covers the tokens up to 128"
     if 128 < M <= 256 and not small:
         assert p.config.BN >= M, "one tile covers up to 256 tokens on larger layers"
-    two_ctas_of_three = M <= 8 and big and (K <= 4096 or configs.fused_pays(
-        configs.wgmma_plan(configs.WIDE_DECODE[8], M, N, K, sms), M, K))
+    two_ctas_of_three = M <= 8 and big and configs.fused_pays(
+        configs.wgmma_plan(configs.WIDE_DECODE[8], M, N, K, sms), M, K)
     assert (p.config.C == 4) == (16 < M <= 64 and (big or (M <= 32 and N >= 8192 and N * K > configs.TINY_LAYER))
-                                 or (M <= 16 and big and not two_ctas_of_three)), \
+                                 or (M <= 16 and N * K >= configs.MID_LAYER and not two_ctas_of_three)), \
         "four consumer warpgroups for 17..64 tokens on large layers, 17..32 on wide ones, " \
-        "up to 16 on large ones (but where the two-CTA decode tile is taken)"
+        "up to 16 from MID_LAYER weights (but where the two-CTA decode tile fuses the quantization)"
     one_wave_of_192_rows = (256 < M and p.config.BN == 128
                             and configs.wgmma_units(configs.WgmmaConfig(128, 6, 2), M, N, K)[0] > sms
                             >= configs.wgmma_units(configs.WgmmaConfig(128, 6, 3), M, N, K)[0])
@@ -444,7 +444,8 @@ def test_fused_decode_plan_eligibility(monkeypatch):
     p = fused(1, 4096, 4096)
     assert p.config == configs.fused(configs.WgmmaConfig(8, 8), "f16")
     assert p.grid == configs.heuristic(1, 4096, 4096, 132, wgmma=True).grid
-    assert fused(8, 28672, 4096).config == configs.fused(configs.WIDE_DECODE[8], "f16")
+    assert fused(2, 28672, 4096).config == configs.fused(configs.WIDE_DECODE[8], "f16")
+    assert fused(8, 28672, 4096) is None, "one CTA of four for 8 tokens: no fused variant shipped"
     assert fused(3, 4096, 4096, ml_dtypes.bfloat16).config.FX == "bf16"
     assert fused(16, 57344, 2048).config == configs.fused(configs.WgmmaConfig(16, 8, 4), "f16")
     assert fused(1, 4096, 4096, np.float32) is None, "fp16 and bf16 only"
@@ -582,16 +583,21 @@ def test_hopper_heuristic_boundaries():
     """The measured thresholds of wgmma_for, written out (RESULTS.md)."""
     W = configs.WgmmaConfig
     big, small = (8192, 28672), (4096, 4096)
-    # decode: more consumer warpgroups per SM from 28672 x 4096 weights
+    # decode: one CTA of four consumer warpgroups per SM from 12288 x 4096
+    # weights, but two CTAs of three on the largest layers where the
+    # quantization fuses into them
     assert configs.wgmma_for(1, 4096, 4096) == W(8, 8), "Hopper decode on small layers too"
-    assert configs.wgmma_for(8, 28672, 4096) == configs.WIDE_DECODE[8]
-    # from K = 8192 one CTA of four, but where the two-CTA tile fuses the quantization
-    for M, N, K in ((1, 57344, 8192), (4, 57344, 8192), (1, 8192, 28672), (2, 16384, 8192)):
+    assert configs.wgmma_for(1, 6144, 4096) == W(8, 8)
+    assert configs.wgmma_for(16, 16384, 2048) == W(16, 8), "below MID_LAYER"
+    for M, N, K in ((1, 57344, 8192), (4, 57344, 8192), (1, 8192, 28672), (2, 16384, 8192),
+                    (8, 28672, 4096), (3, 28672, 4096), (1, 12288, 4096), (8, 10240, 8192),
+                    (1, 4096, 14336), (4, 8192, 8192)):
         assert configs.wgmma_for(M, N, K) == W(8, 8, 4), (M, N, K)
-    assert configs.wgmma_for(1, 16384, 8192) == configs.WIDE_DECODE[8]
-    assert configs.wgmma_for(8, 10240, 8192) == W(8, 8)
+    for M, N, K in ((1, 16384, 8192), (1, 28672, 4096), (2, 28672, 4096)):
+        assert configs.wgmma_for(M, N, K) == configs.WIDE_DECODE[8], (M, N, K)
+    assert configs.wgmma_for(16, 12288, 4096) == W(16, 8, 4)
     assert configs.wgmma_for(16, 57344, 8192) == W(16, 8, 4)
-    assert configs.wgmma_for(16, 10240, 8192) == W(16, 8)
+    assert configs.wgmma_for(16, 10240, 8192) == W(16, 8, 4)
     # 17..64: four consumers on large layers, and up to 32 tokens on wide ones
     assert configs.wgmma_for(32, 8192, 8192) == W(32, 8, 4)
     assert configs.wgmma_for(32, 6144, 4096) == W(32, 8)
